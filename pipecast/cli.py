@@ -1,0 +1,291 @@
+"""The ``pipecast`` command line (interface.md). Exit 0 ok, 1 run-time failure, 2 bad input."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from features.errors import InputError
+from pipecast.config import Settings
+
+app = typer.Typer(
+    name="pipecast",
+    help="Calibrated B2B sales forecasts and SQO-likelihood lead scoring from your CRM history.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+import_app = typer.Typer(help="Turn another CRM export into the pipecast contract.", no_args_is_help=True)
+score_app = typer.Typer(help="Score open opportunities or a lead list with the champion models.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(score_app, name="score")
+
+#: human output (tables, progress) goes to stderr so that stdout can carry files or JSON
+err = Console(stderr=True)
+out = Console()
+log = logging.getLogger("pipecast")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_state: dict[str, bool] = {"debug": False}
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "git"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def handle_errors(func: F) -> F:
+    """User mistakes → one clear paragraph and exit 2; other failures → exit 1 (traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 — the last line of defence of a CLI
+            if _state["debug"]:
+                raise
+            err.print(
+                f"[bold red]pipecast failed:[/] {type(exc).__name__}: {exc}\n"
+                "Run again with --debug for the traceback.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """pipecast: forecasts and lead scores learned from your own CRM history."""
+    _state["debug"] = debug
+    _configure_logging(debug)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _data_dir(data: Path | None) -> Path:
+    return data if data is not None else _settings().data_dir
+
+
+DataOpt = Annotated[Path | None, typer.Option("--data", help="CRM export folder (default: PIPECAST_DATA_DIR).")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Point in time, YYYY-MM-DD (default: the export date).")]
+
+
+# ----------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def simulate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic export to.")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same export.")] = 7,
+    opportunities: Annotated[int, typer.Option("--opportunities", min=50, help="About how many opportunities.")] = 16000,
+    leads: Annotated[int, typer.Option("--leads", min=100, help="How many list leads.")] = 60000,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write a synthetic B2B CRM export (plus truth/ with the generator's true probabilities)."""
+    from features import synthetic
+
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format {fmt!r}: choose csv or parquet.")
+    with _progress() as progress:
+        result = synthetic.simulate(
+            seed=seed, n_opportunities=opportunities, n_leads=leads, progress=progress
+        )
+        synthetic.write_simulation(result, out_dir, fmt=fmt)
+    err.print(f"[green]wrote[/] {out_dir} ({synthetic.describe(result)})", highlight=False)
+
+
+@app.command()
+@handle_errors
+def validate(data: DataOpt = None) -> None:
+    """Check an export against the contract; print counts, rates and pipeline warnings."""
+    from features.io import read_export
+    from features.report import render_validation, summarize
+
+    export = read_export(_data_dir(data))
+    render_validation(summarize(export), out)
+
+
+@import_app.command("maven-crm")
+@handle_errors
+def import_maven_crm(
+    src: Annotated[Path, typer.Argument(help="Folder with the Maven CRM CSV files.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract export to.")],
+) -> None:
+    """Import the Maven Analytics CRM + Sales + Opportunities dataset."""
+    from features.adapters import maven_crm
+    from features.io import write_export
+
+    export = maven_crm.convert(src)
+    write_export(export, out_dir)
+    err.print(f"[green]wrote[/] {out_dir}: {len(export.opportunities or [])} opportunities", highlight=False)
+
+
+@import_app.command("bank-marketing")
+@handle_errors
+def import_bank_marketing(
+    src: Annotated[Path, typer.Argument(help="bank-additional-full.csv, bank-full.csv or their folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract export to.")],
+) -> None:
+    """Import the UCI bank-marketing campaigns as leads (``duration`` dropped: it leaks)."""
+    from features.adapters import bank_marketing
+    from features.io import write_export
+
+    export = bank_marketing.convert(src)
+    write_export(export, out_dir)
+    err.print(f"[green]wrote[/] {out_dir}: {len(export.leads or [])} leads", highlight=False)
+
+
+@import_app.command("csv")
+@handle_errors
+def import_csv(
+    src: Annotated[Path, typer.Argument(help="A report export file or folder (Salesforce, HubSpot, …).")],
+    mapping: Annotated[Path, typer.Option("--mapping", help="Mapping YAML (see features/adapters/mappings/).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract export to.")],
+) -> None:
+    """Rename and convert the columns of a CRM report export with a mapping file."""
+    from features.adapters import generic_csv
+    from features.io import write_export
+
+    export = generic_csv.convert(src, mapping)
+    write_export(export, out_dir)
+    counts = ", ".join(f"{len(df)} {name}" for name, df in export.tables().items())
+    err.print(f"[green]wrote[/] {out_dir}: {counts}", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------
+# features, training, scoring
+# ----------------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def features(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Point in time, YYYY-MM-DD (end of that day).")],
+    data: DataOpt = None,
+    leads: Annotated[bool, typer.Option("--leads", help="Lead features instead of opportunity features.")] = False,
+) -> None:
+    """Point-in-time feature table of the opportunities open (or leads listed) at --as-of."""
+    from features.io import read_export, write_table
+    from features.lead import build as build_leads
+    from features.opportunity import build as build_opps
+    from features.periods import parse_date
+
+    when = parse_date(as_of)
+    export = read_export(_data_dir(data), require=("leads",) if leads else ("opportunities",))
+    table = build_leads(export, as_of=when) if leads else build_opps(export, as_of=when)
+    write_table(table.reset_index(), out_file)
+    err.print(f"[green]wrote[/] {out_file}: {len(table)} rows × {table.shape[1]} features", highlight=False)
+
+
+@app.command()
+@handle_errors
+def train(data: DataOpt = None, as_of: AsOfOpt = None) -> None:
+    """Train both models on data known at --as-of, evaluate on a later slice, log to MLflow, gate."""
+    from training.train import render_summary, run_training
+
+    settings = _settings()
+    with _progress() as progress:
+        summary = run_training(settings, data_dir=_data_dir(data), as_of=as_of, progress=progress)
+    render_summary(summary, err)
+
+
+@score_app.command("opportunities")
+@handle_errors
+def score_opportunities(
+    out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+    period: Annotated[str | None, typer.Option("--period", help="2026-Q3, 2026-07 or 2026-07-01:2026-09-30 (default: the quarter of --as-of).")] = None,
+) -> None:
+    """Score every opportunity open at --as-of with the champion close-probability model."""
+    from features.io import write_table
+    from serving.scoring import score_opportunities_cli
+
+    table = score_opportunities_cli(_settings(), data_dir=_data_dir(data), as_of=as_of, period=period)
+    write_table(table, out_file)
+    err.print(f"[green]wrote[/] {out_file}: {len(table)} open opportunities", highlight=False)
+
+
+@score_app.command("leads")
+@handle_errors
+def score_leads(
+    file: Annotated[Path, typer.Argument(help="Lead list (CSV or Parquet) with contract lead columns.")],
+    out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
+    data: DataOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Rank a lead list by the champion SQO-likelihood model, best first."""
+    from features.io import write_table
+    from serving.scoring import score_leads_cli
+
+    table = score_leads_cli(_settings(), leads_file=file, data_dir=data, as_of=as_of)
+    write_table(table, out_file)
+    err.print(f"[green]wrote[/] {out_file}: {len(table)} leads ranked", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------
+# serving
+# ----------------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+
+
+def _progress() -> Any:
+    """A rich progress display on stderr (quiet when stderr is not a terminal)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
