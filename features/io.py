@@ -349,7 +349,9 @@ def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iter
                     problems.append(_problem(path, name, f"{int(bad.sum())} value(s) are not allowed (found {', '.join(repr(f) for f in found)})", bad, expected="one of " + " / ".join(col.choices)))
                 parsed = lowered
         if col.not_null:
-            empty = parsed.isna().to_numpy(dtype=bool)
+            # an unparsable cell is reported as such above, not also as empty
+            source = parsed if col.kind == "string" else values.astype("string").str.strip().replace("", pd.NA)
+            empty = source.isna().to_numpy(dtype=bool)
             if empty.any() and name not in missing:
                 problems.append(_problem(path, name, f"{int(empty.sum())} row(s) leave it empty", empty, expected="a value on every row"))
         out[name] = parsed
@@ -474,7 +476,8 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
             problems.append(Problem(file=f"{name}.csv", message=f"is missing from {folder}", expected=f"a {name}.csv or {name}.parquet file"))
     if not files and not problems:
         problems.append(Problem(file=str(folder), message="holds no CRM export files", expected="opportunities.csv and/or leads.csv (see data-contract.md)"))
-    if not problems:
+    structural = any(p.message.startswith(("a required column", "the column appears", "cannot be read", "both files")) for p in problems)
+    if not structural:
         problems.extend(check_relations(frames, files, config))
     if problems:
         raise ContractError(problems)
