@@ -490,7 +490,9 @@ def check_relations(frames: dict[str, pd.DataFrame], files: dict[str, Path], con
     problems: list[Problem] = []
     for table, key in PRIMARY_KEYS.items():
         if table in frames:
-            dup = frames[table][key].duplicated(keep=False).to_numpy(dtype=bool)
+            # empty ids are reported as empty cells, not as duplicates of each other
+            keys = frames[table][key]
+            dup = (keys.notna() & keys.duplicated(keep=False)).to_numpy(dtype=bool)
             if dup.any():
                 ids = frames[table].loc[dup, key].astype(str).unique()[:3]
                 problems.append(_problem(files[table], key, f"{len(frames[table].loc[dup, key].unique())} id(s) appear on more than one row (e.g. {', '.join(ids)})", dup, expected="each id once"))
@@ -510,7 +512,7 @@ def check_relations(frames: dict[str, pd.DataFrame], files: dict[str, Path], con
                 problems.append(_problem(f, "closed_at", f"{int(before.sum())} deal(s) close before they were created", before, expected="closed_at ≥ created_at"))
         declared = {s.name for s in config.stages}
         if declared:
-            unknown = (~opps["stage"].isin(declared)).to_numpy(dtype=bool)
+            unknown = (opps["stage"].notna() & ~opps["stage"].isin(declared)).to_numpy(dtype=bool)
             if unknown.any():
                 names = sorted(set(opps.loc[unknown, "stage"].astype(str)))[:5]
                 problems.append(_problem(f, "stage", f"{int(unknown.sum())} deal(s) have a stage not declared in dataset.yaml ({', '.join(names)})", unknown, expected="one of " + ", ".join(sorted(declared))))
@@ -520,13 +522,14 @@ def check_relations(frames: dict[str, pd.DataFrame], files: dict[str, Path], con
         if opps is None:
             problems.append(Problem(file=f.name, message="has no opportunities file to belong to", expected="opportunities.csv beside it"))
         else:
-            unknown = (~hist["opportunity_id"].isin(opps["opportunity_id"])).to_numpy(dtype=bool)
+            hist_ids = hist["opportunity_id"]
+            unknown = (hist_ids.notna() & ~hist_ids.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
             if unknown.any():
                 ids = hist.loc[unknown, "opportunity_id"].astype(str).unique()[:3]
                 problems.append(_problem(f, "opportunity_id", f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})", unknown, expected="an opportunity_id present in the opportunities file"))
             declared = {s.name for s in config.stages}
             if declared:
-                bad = (~hist["stage"].isin(declared)).to_numpy(dtype=bool)
+                bad = (hist["stage"].notna() & ~hist["stage"].isin(declared)).to_numpy(dtype=bool)
                 if bad.any():
                     names = sorted(set(hist.loc[bad, "stage"].astype(str)))[:5]
                     problems.append(_problem(f, "stage", f"{int(bad.sum())} row(s) have a stage not declared in dataset.yaml ({', '.join(names)})", bad, expected="one of " + ", ".join(sorted(declared))))
