@@ -28,7 +28,8 @@ Columns
 Contract columns filled where the meaning is honest: ``title`` = job (``unknown`` → empty),
 ``source`` = ``outbound`` (every client was called by the campaign), ``sequence`` = the contact
 channel (``cellular`` / ``telephone``), ``signal_type`` = the outcome of a previous campaign
-when there was one (``prior_campaign_success`` / ``prior_campaign_failure`` / ``prior_campaign_other``).
+when there was one (``prior_campaign_success`` / ``prior_campaign_failure`` /
+``prior_campaign_other``).
 Everything else known before the call is kept as extra columns (dots in names become
 underscores) and declared in ``dataset.yaml`` ``features: {leads: [...]}``: age, marital,
 education, default, housing, loan, campaign, pdays, previously_contacted, previous, poutcome,
@@ -96,7 +97,11 @@ def convert(src: Path) -> Export:
     economic = ECONOMIC_COLUMNS if kind == ADDITIONAL else ()
     client = CLIENT_COLUMNS + (("balance",) if kind == FULL else ())
     day_column = "day" if kind == FULL else "day_of_week"
-    require_columns(raw, path, ("job", "contact", "month", day_column, "y", *client, *CAMPAIGN_COLUMNS, *economic))
+    require_columns(
+        raw,
+        path,
+        ("job", "contact", "month", day_column, "y", *client, *CAMPAIGN_COLUMNS, *economic),
+    )
 
     created_at = (
         dates_from_day_of_month(raw["month"], raw["day"], path)
@@ -106,7 +111,10 @@ def convert(src: Path) -> Export:
     y = raw["y"].str.strip().str.lower()
     bad_y = ~y.isin(["yes", "no"])
     if bad_y.any():
-        raise InputError(f"{path.name}, column 'y': {int(bad_y.sum())} value(s) are neither yes nor no (first at line {int(np.flatnonzero(bad_y)[0]) + 2}).")
+        raise InputError(
+            f"{path.name}, column 'y': {int(bad_y.sum())} value(s) are neither yes nor no (first "
+            f"at line {int(np.flatnonzero(bad_y)[0]) + 2})."
+        )
 
     leads = pd.DataFrame(
         {
@@ -117,7 +125,11 @@ def convert(src: Path) -> Export:
             "source": "outbound",
             "sequence": _unknown_to_missing(raw["contact"]),
             "signal_type": raw["poutcome"].map(
-                {"success": "prior_campaign_success", "failure": "prior_campaign_failure", "other": "prior_campaign_other"}
+                {
+                    "success": "prior_campaign_success",
+                    "failure": "prior_campaign_failure",
+                    "other": "prior_campaign_other",
+                }
             ),
         }
     )
@@ -142,7 +154,10 @@ def convert(src: Path) -> Export:
     export = finish({"leads": leads}, config, {"leads": path})
     log.info(
         "bank marketing: %d leads from %s, %s .. %s, SQO share %.3f",
-        len(leads), path.name, leads["created_at"].min().date(), leads["created_at"].max().date(),
+        len(leads),
+        path.name,
+        leads["created_at"].min().date(),
+        leads["created_at"].max().date(),
         float(leads["is_sqo"].mean()),
     )
     return export
@@ -161,10 +176,17 @@ def dates_from_day_of_month(month: pd.Series, day: pd.Series, path: Path) -> pd.
     years = years_from_order(number)
     day_number = pd.to_numeric(day, errors="coerce")
     if day_number.isna().any():
-        raise InputError(f"{path.name}, column 'day': {int(day_number.isna().sum())} value(s) are not days of the month.")
-    last_day = np.array([calendar.monthrange(int(y), int(m))[1] for y, m in zip(years, number, strict=True)])
+        raise InputError(
+            f"{path.name}, column 'day': {int(day_number.isna().sum())} value(s) are not days of "
+            "the month."
+        )
+    last_day = np.array(
+        [calendar.monthrange(int(y), int(m))[1] for y, m in zip(years, number, strict=True)]
+    )
     days = np.minimum(day_number.to_numpy(dtype=int), last_day)
-    return pd.Series(pd.to_datetime({"year": years, "month": number.to_numpy(), "day": days}), index=month.index)
+    return pd.Series(
+        pd.to_datetime({"year": years, "month": number.to_numpy(), "day": days}), index=month.index
+    )
 
 
 def dates_from_weekday(month: pd.Series, weekday: pd.Series, path: Path) -> pd.Series:
@@ -179,7 +201,10 @@ def dates_from_weekday(month: pd.Series, weekday: pd.Series, path: Path) -> pd.S
     wd = weekday.str.strip().str.lower().map(WEEKDAYS)
     if wd.isna().any():
         bad = sorted(set(weekday[wd.isna()].fillna("").astype(str)))[:5]
-        raise InputError(f"{path.name}, column 'day_of_week': unknown weekday(s) {', '.join(map(repr, bad))}; expected mon … fri.")
+        raise InputError(
+            f"{path.name}, column 'day_of_week': unknown weekday(s) {', '.join(map(repr, bad))}; "
+            "expected mon … fri."
+        )
     wd_values = wd.to_numpy(dtype=int)
     month_block = np.concatenate([[0], np.cumsum(np.diff(number.to_numpy()) != 0)])
     run_start = np.concatenate([[True], (np.diff(wd_values) != 0) | (np.diff(month_block) != 0)])
@@ -193,15 +218,26 @@ def dates_from_weekday(month: pd.Series, weekday: pd.Series, path: Path) -> pd.S
         n_days = calendar.monthrange(year, month_no)[1]
         placed = _place_on_weekdays(year, month_no, n_days, wd_values[first_row_of_run[runs]])
         if placed is None:
-            log.debug("bank marketing: %d-%02d has more calling days than dates; spread evenly", year, month_no)
+            log.debug(
+                "bank marketing: %d-%02d has more calling days than dates; spread evenly",
+                year,
+                month_no,
+            )
             placed = 1 + np.floor(np.arange(len(runs)) * n_days / len(runs)).astype(int)
         run_day[runs] = placed
     days = run_day[run_id]
-    return pd.Series(pd.to_datetime({"year": years, "month": number.to_numpy(), "day": days}), index=month.index)
+    return pd.Series(
+        pd.to_datetime({"year": years, "month": number.to_numpy(), "day": days}), index=month.index
+    )
 
 
-def _place_on_weekdays(year: int, month: int, n_days: int, weekdays: np.ndarray) -> np.ndarray | None:
-    """Each calling day on the next date with its weekday, in order; ``None`` if the month is too short."""
+def _place_on_weekdays(
+    year: int, month: int, n_days: int, weekdays: np.ndarray
+) -> np.ndarray | None:
+    """Each calling day on the next date with its weekday, in order.
+
+    ``None`` when the month is too short to hold them all.
+    """
     first_weekday = calendar.weekday(year, month, 1)
     out = np.empty(len(weekdays), dtype=int)
     day = 0  # the last date used
@@ -219,7 +255,10 @@ def _month_numbers(month: pd.Series, path: Path) -> pd.Series:
     number = month.str.strip().str.lower().map(MONTHS)
     if number.isna().any():
         bad = sorted(set(month[number.isna()].fillna("").astype(str)))[:5]
-        raise InputError(f"{path.name}, column 'month': unknown month(s) {', '.join(map(repr, bad))}; expected jan … dec.")
+        raise InputError(
+            f"{path.name}, column 'month': unknown month(s) {', '.join(map(repr, bad))}; "
+            "expected jan … dec."
+        )
     return number.astype(int)
 
 
@@ -230,9 +269,14 @@ def _source_file(src: Path) -> Path:
                 if name == FULL:
                     log.info("bank marketing: %s not found in %s; using %s", ADDITIONAL, src, FULL)
                 return src / name
-        raise InputError(f"{src}: holds neither {ADDITIONAL} nor {FULL}. Give one of those files or the folder holding it.")
+        raise InputError(
+            f"{src}: holds neither {ADDITIONAL} nor {FULL}. Give one of those files or the "
+            "folder holding it."
+        )
     if not src.is_file():
-        raise InputError(f"{src}: no such file. Give {ADDITIONAL}, {FULL} or the folder holding them.")
+        raise InputError(
+            f"{src}: no such file. Give {ADDITIONAL}, {FULL} or the folder holding them."
+        )
     return src
 
 
@@ -241,7 +285,10 @@ def _header(path: Path) -> list[str]:
         first = fh.readline()
     columns = [c.strip().strip('"') for c in first.strip().split(";")]
     if "y" not in columns or "month" not in columns:
-        raise InputError(f"{path.name}: not a bank-marketing file (header {first.strip()[:120]!r}); expected the ';'-separated {ADDITIONAL} or {FULL}.")
+        raise InputError(
+            f"{path.name}: not a bank-marketing file (header {first.strip()[:120]!r}); expected "
+            f"the ';'-separated {ADDITIONAL} or {FULL}."
+        )
     return columns
 
 
@@ -253,5 +300,8 @@ def _to_number(values: pd.Series, path: Path, column: str) -> pd.Series:
     parsed = pd.to_numeric(values.str.strip(), errors="coerce").astype("float64")
     bad = (values.notna() & parsed.isna()).to_numpy(dtype=bool)
     if bad.any():
-        raise InputError(f"{path.name}, column '{column}': {int(bad.sum())} value(s) are not numbers (first at line {int(np.flatnonzero(bad)[0]) + 2}).")
+        raise InputError(
+            f"{path.name}, column '{column}': {int(bad.sum())} value(s) are not numbers (first "
+            f"at line {int(np.flatnonzero(bad)[0]) + 2})."
+        )
     return parsed

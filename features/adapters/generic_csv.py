@@ -17,7 +17,7 @@ Mapping format
       encoding: utf-8-sig
       stop_at_blank_row: true        # a fully blank row ends the data (report footers follow it)
     tables:
-      opportunities:                 # a contract table: opportunities, stage_history, activities, leads
+      opportunities:                 # a contract table (opportunities, stage_history, …)
         file: "*pportunit*.csv"      # glob pattern(s) in the source folder (default: <table>.csv)
         optional: false              # true: a missing file skips the table instead of failing
         columns:                     # output column: where its value comes from
@@ -33,7 +33,9 @@ Mapping format
           region: {value: EMEA}                    # a constant
           crm_probability: {from: "Probability (%)", type: number, scale: 0.01}
     dataset:                         # copied into dataset.yaml (stages, fiscal_year_start_month, …)
-      stages: [{name: Prospecting, probability: 0.1}, {name: Closed Won, probability: 1.0, won: true}]
+      stages:
+        - {name: Prospecting, probability: 0.1}
+        - {name: Closed Won, probability: 1.0, won: true}
 
 Column options (a plain string ``X`` is short for ``{from: X}``):
 
@@ -98,7 +100,20 @@ log = logging.getLogger(__name__)
 TOP_KEYS = {"description", "defaults", "tables", "dataset"}
 READ_OPTIONS = {"date_format", "decimal", "thousands", "delimiter", "encoding", "stop_at_blank_row"}
 TABLE_KEYS = READ_OPTIONS | {"file", "optional", "columns"}
-COLUMN_KEYS = {"from", "value", "cases", "map", "default", "split", "keep_when", "format", "decimal", "thousands", "scale", "type"}
+COLUMN_KEYS = {
+    "from",
+    "value",
+    "cases",
+    "map",
+    "default",
+    "split",
+    "keep_when",
+    "format",
+    "decimal",
+    "thousands",
+    "scale",
+    "type",
+}
 EXTRA_TYPES = {"string", "number", "date", "datetime", "bool"}
 NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
 
@@ -110,7 +125,10 @@ class MappingError(InputError):
         self.mapping = mapping
         self.problems = problems
         lines = "\n".join(f"  - {key}: {message}" for key, message in problems)
-        super().__init__(f"The mapping {mapping} cannot be used ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")
+        super().__init__(
+            f"The mapping {mapping} cannot be used ({len(problems)} "
+            f"problem{'s' if len(problems) > 1 else ''}):\n{lines}"
+        )
 
 
 @dataclass
@@ -201,7 +219,9 @@ def convert(src: Path, mapping: Path) -> Export:
     if not frames:
         raise InputError(f"{src}: no table of the mapping {mapping.name} was found.")
     export = finish(frames, config, sources)
-    log.info("imported %s with %s", ", ".join(f"{len(df)} {n}" for n, df in frames.items()), mapping.name)
+    log.info(
+        "imported %s with %s", ", ".join(f"{len(df)} {n}" for n, df in frames.items()), mapping.name
+    )
     return export
 
 
@@ -221,7 +241,10 @@ def load_mapping(path: Path) -> tuple[list[TableRule], DatasetConfig]:
         The mapping is not valid YAML or breaks the format; every problem is listed.
     """
     if not path.is_file():
-        raise InputError(f"{path}: no such mapping file. Give --mapping a YAML file such as features/adapters/mappings/salesforce.yaml.")
+        raise InputError(
+            f"{path}: no such mapping file. Give --mapping a YAML file such as "
+            "features/adapters/mappings/salesforce.yaml."
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -236,7 +259,9 @@ def load_mapping(path: Path) -> tuple[list[TableRule], DatasetConfig]:
         problems.append(("defaults", "is not a mapping"))
         defaults = {}
     for key in sorted(set(map(str, defaults)) - READ_OPTIONS):
-        problems.append((f"defaults.{key}", f"unknown key (expected one of {', '.join(sorted(READ_OPTIONS))})"))
+        problems.append(
+            (f"defaults.{key}", f"unknown key (expected one of {', '.join(sorted(READ_OPTIONS))})")
+        )
 
     tables: list[TableRule] = []
     raw_tables = data.get("tables")
@@ -261,33 +286,56 @@ def load_mapping(path: Path) -> tuple[list[TableRule], DatasetConfig]:
         config = parse_config(dataset, "dataset")
     except ContractError as exc:
         for p in exc.problems:
-            problems.append((f"dataset.{p.column}" if p.column else "dataset", p.message + (f"; expected {p.expected}" if p.expected else "")))
+            problems.append(
+                (
+                    f"dataset.{p.column}" if p.column else "dataset",
+                    p.message + (f"; expected {p.expected}" if p.expected else ""),
+                )
+            )
     if problems:
         raise MappingError(path, problems)
     return tables, config
 
 
-def _table_rule(name: str, spec: dict[str, Any], defaults: dict[str, Any], key: str, problems: list[tuple[str, str]]) -> TableRule | None:
+def _table_rule(
+    name: str,
+    spec: dict[str, Any],
+    defaults: dict[str, Any],
+    key: str,
+    problems: list[tuple[str, str]],
+) -> TableRule | None:
     for k in sorted(set(map(str, spec)) - TABLE_KEYS):
-        problems.append((f"{key}.{k}", f"unknown key (expected one of {', '.join(sorted(TABLE_KEYS))})"))
+        problems.append(
+            (f"{key}.{k}", f"unknown key (expected one of {', '.join(sorted(TABLE_KEYS))})")
+        )
     opts = {**defaults, **{k: v for k, v in spec.items() if k in READ_OPTIONS}}
     patterns = spec.get("file", f"{name}.csv")
     if isinstance(patterns, str):
         patterns = [patterns]
-    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+    if (
+        not isinstance(patterns, list)
+        or not patterns
+        or not all(isinstance(p, str) and p for p in patterns)
+    ):
         problems.append((f"{key}.file", "is not a file name pattern or a list of them"))
         patterns = []
     columns = spec.get("columns")
     if not isinstance(columns, dict) or not columns:
-        problems.append((f"{key}.columns", "missing or empty: map at least the required contract columns"))
+        problems.append(
+            (f"{key}.columns", "missing or empty: map at least the required contract columns")
+        )
         return None
     contract = columns_of(name)
     for col in contract.values():
         if col.required and col.name not in columns:
-            problems.append((f"{key}.columns", f"no rule for the required contract column {col.name!r}"))
+            problems.append(
+                (f"{key}.columns", f"no rule for the required contract column {col.name!r}")
+            )
     rules: list[ColumnRule] = []
     for out_name, col_spec in columns.items():
-        rule = _column_rule(str(out_name), col_spec, contract, opts, f"{key}.columns.{out_name}", problems)
+        rule = _column_rule(
+            str(out_name), col_spec, contract, opts, f"{key}.columns.{out_name}", problems
+        )
         if rule is not None:
             rules.append(rule)
     delimiter = opts.get("delimiter", ",")
@@ -305,27 +353,54 @@ def _table_rule(name: str, spec: dict[str, Any], defaults: dict[str, Any], key: 
     )
 
 
-def _column_rule(name: str, spec: Any, contract: dict[str, Any], opts: dict[str, Any], key: str, problems: list[tuple[str, str]]) -> ColumnRule | None:
+def _column_rule(
+    name: str,
+    spec: Any,
+    contract: dict[str, Any],
+    opts: dict[str, Any],
+    key: str,
+    problems: list[tuple[str, str]],
+) -> ColumnRule | None:
     if isinstance(spec, str):
         spec = {"from": spec}
     if not isinstance(spec, dict):
-        problems.append((key, "is neither a source column name nor a mapping with 'from', 'value' or 'cases'"))
+        problems.append(
+            (key, "is neither a source column name nor a mapping with 'from', 'value' or 'cases'")
+        )
         return None
     unknown = sorted(set(map(str, spec)) - COLUMN_KEYS)
     for k in unknown:
-        problems.append((f"{key}.{k}", f"unknown key (expected one of {', '.join(sorted(COLUMN_KEYS))})"))
+        problems.append(
+            (f"{key}.{k}", f"unknown key (expected one of {', '.join(sorted(COLUMN_KEYS))})")
+        )
     given = [k for k in ("from", "value", "cases") if k in spec]
     if len(given) != 1:
-        problems.append((key, "needs exactly one of 'from' (a source column), 'value' (a constant) or 'cases'" + (f" (found {', '.join(given)})" if given else "")))
+        problems.append(
+            (
+                key,
+                "needs exactly one of 'from' (a source column), 'value' (a constant) or 'cases'"
+                + (f" (found {', '.join(given)})" if given else ""),
+            )
+        )
         return None
     if name in contract:
         if "type" in spec:
-            problems.append((f"{key}.type", f"{name!r} is a contract column: its type is fixed ({contract[name].kind})"))
+            problems.append(
+                (
+                    f"{key}.type",
+                    f"{name!r} is a contract column: its type is fixed ({contract[name].kind})",
+                )
+            )
         kind = contract[name].kind
     else:
         kind = str(spec.get("type", "string"))
         if kind not in EXTRA_TYPES:
-            problems.append((f"{key}.type", f"{kind!r} is not a type (expected one of {', '.join(sorted(EXTRA_TYPES))})"))
+            problems.append(
+                (
+                    f"{key}.type",
+                    f"{kind!r} is not a type (expected one of {', '.join(sorted(EXTRA_TYPES))})",
+                )
+            )
             kind = "string"
     rule = ColumnRule(name=name, key=key, kind=kind)
     if "from" in spec:
@@ -339,7 +414,9 @@ def _column_rule(name: str, spec: Any, contract: dict[str, Any], opts: dict[str,
         rule.has_cases = True
         cases = spec["cases"]
         if not isinstance(cases, list) or not cases:
-            problems.append((f"{key}.cases", "is not a list of {when: {column: value}, value: ...}"))
+            problems.append(
+                (f"{key}.cases", "is not a list of {when: {column: value}, value: ...}")
+            )
         else:
             for i, case in enumerate(cases):
                 ckey = f"{key}.cases[{i}]"
@@ -370,8 +447,15 @@ def _column_rule(name: str, spec: Any, contract: dict[str, Any], opts: dict[str,
         formats = spec.get("format", opts.get("date_format"))
         if formats is not None:
             formats = [formats] if isinstance(formats, str) else formats
-            if not isinstance(formats, list) or not all(isinstance(f, str) and "%" in f for f in formats):
-                problems.append((f"{key}.format", f"{formats!r} is not a date format such as '%m/%d/%Y' (or a list of them)"))
+            if not isinstance(formats, list) or not all(
+                isinstance(f, str) and "%" in f for f in formats
+            ):
+                problems.append(
+                    (
+                        f"{key}.format",
+                        f"{formats!r} is not a date format such as '%m/%d/%Y' (or a list of them)",
+                    )
+                )
             else:
                 rule.formats = list(formats)
     elif "format" in spec:
@@ -384,7 +468,9 @@ def _column_rule(name: str, spec: Any, contract: dict[str, Any], opts: dict[str,
         rule.decimal = decimal
         thousands = spec.get("thousands", opts.get("thousands", "," if decimal == "." else "."))
         if not isinstance(thousands, str) or thousands == decimal or len(thousands) > 1:
-            problems.append((f"{key}.thousands", f"{thousands!r} is not a separator other than the decimal one"))
+            problems.append(
+                (f"{key}.thousands", f"{thousands!r} is not a separator other than the decimal one")
+            )
             thousands = ""
         rule.thousands = thousands
         if "scale" in spec:
@@ -395,7 +481,9 @@ def _column_rule(name: str, spec: Any, contract: dict[str, Any], opts: dict[str,
     else:
         for k in ("decimal", "thousands", "scale"):
             if k in spec:
-                problems.append((f"{key}.{k}", f"only applies to numbers; {name!r} is a {kind} column"))
+                problems.append(
+                    (f"{key}.{k}", f"only applies to numbers; {name!r} is a {kind} column")
+                )
     return rule
 
 
@@ -416,10 +504,15 @@ def _resolve_files(src: Path, tables: list[TableRule], mapping: Path) -> dict[st
         matching = [t for t in tables if any(fnmatch.fnmatch(src.name, p) for p in t.patterns)]
         table = matching[0] if matching else tables[0]
         if not matching:
-            log.info("%s matches no file pattern of %s: read as %s", src.name, mapping.name, table.name)
+            log.info(
+                "%s matches no file pattern of %s: read as %s", src.name, mapping.name, table.name
+            )
         return {table.name: src}
     if not src.is_dir():
-        raise InputError(f"{src}: no such file or folder. Give the report export file, or the folder holding the report files.")
+        raise InputError(
+            f"{src}: no such file or folder. Give the report export file, or the folder holding "
+            "the report files."
+        )
     files: dict[str, Path] = {}
     for table in tables:
         found = sorted({p for pattern in table.patterns for p in src.glob(pattern) if p.is_file()})
@@ -427,9 +520,16 @@ def _resolve_files(src: Path, tables: list[TableRule], mapping: Path) -> dict[st
             if table.optional:
                 log.info("no %s file in %s (optional table skipped)", table.name, src)
                 continue
-            raise InputError(f"{src}: no file matches {' or '.join(table.patterns)} (mapping key tables.{table.name}.file in {mapping.name}). Put the {table.name} report there, or fix the pattern.")
+            raise InputError(
+                f"{src}: no file matches {' or '.join(table.patterns)} (mapping key "
+                f"tables.{table.name}.file in {mapping.name}). Put the {table.name} report "
+                "there, or fix the pattern."
+            )
         if len(found) > 1:
-            raise InputError(f"{src}: several files match tables.{table.name}.file of {mapping.name} ({', '.join(p.name for p in found)}); keep one, or make the pattern more precise.")
+            raise InputError(
+                f"{src}: several files match tables.{table.name}.file of {mapping.name} "
+                f"({', '.join(p.name for p in found)}); keep one, or make the pattern more precise."
+            )
         files[table.name] = found[0]
     return files
 
@@ -446,14 +546,30 @@ def _read(table: TableRule, path: Path) -> pd.DataFrame:
             encoding=table.encoding,
         )
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ContractError([Problem(file=path.name, message=f"cannot be read as a table ({exc})", expected=f"a {table.delimiter!r}-separated file with a header row in {table.encoding}")]) from None
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name,
+                    message=f"cannot be read as a table ({exc})",
+                    expected=(
+                        f"a {table.delimiter!r}-separated file with a header row in "
+                        f"{table.encoding}"
+                    ),
+                )
+            ]
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     for c in df.columns:
         df[c] = df[c].str.strip().replace("", pd.NA)
     blank = df.isna().all(axis=1).to_numpy(dtype=bool)
     if table.stop_at_blank_row and blank.any():
         first = int(np.flatnonzero(blank)[0])
-        log.info("%s: data ends at the blank line %d; %d line(s) after it ignored", path.name, first + 2, len(df) - first - 1)
+        log.info(
+            "%s: data ends at the blank line %d; %d line(s) after it ignored",
+            path.name,
+            first + 2,
+            len(df) - first - 1,
+        )
         df = df.iloc[:first]
     return df
 
@@ -474,7 +590,9 @@ def _build_table(table: TableRule, path: Path, mapping: Path) -> tuple[pd.DataFr
                     Problem(
                         file=path.name,
                         column=col,
-                        message=f"the column named by {rule.key} in {mapping.name} is not in the file",
+                        message=(
+                            f"the column named by {rule.key} in {mapping.name} is not in the file"
+                        ),
                         expected=f"a header with {col} (found: {found})",
                     )
                 )
@@ -489,7 +607,10 @@ def _build_table(table: TableRule, path: Path, mapping: Path) -> tuple[pd.DataFr
                 Problem(
                     file=path.name,
                     column=rule.source or rule.name,
-                    message=f"{int(bad.sum())} value(s) cannot be read for {rule.key} in {mapping.name} (e.g. {str(values[bad].iloc[0])!r})",
+                    message=(
+                        f"{int(bad.sum())} value(s) cannot be read for {rule.key} in "
+                        f"{mapping.name} (e.g. {str(values[bad].iloc[0])!r})"
+                    ),
                     lines=tuple(int(i) + 2 for i in np.flatnonzero(bad)[:20]),
                     n_rows=int(bad.sum()),
                     expected=expected,
@@ -511,14 +632,24 @@ def _raw_values(rule: ColumnRule, raw: pd.DataFrame) -> pd.Series:
         if rule.map is not None:
             folded = values.map(_fold, na_action="ignore")
             hit = folded.isin(list(rule.map)).fillna(False).to_numpy(dtype=bool)
-            mapped = pd.Series([_as_text(rule.map[k]) if h else None for k, h in zip(folded, hit, strict=True)], index=raw.index, dtype="string")
-            fallback = pd.Series(_as_text(rule.default), index=raw.index, dtype="string") if rule.has_default else values
+            mapped = pd.Series(
+                [_as_text(rule.map[k]) if h else None for k, h in zip(folded, hit, strict=True)],
+                index=raw.index,
+                dtype="string",
+            )
+            fallback = (
+                pd.Series(_as_text(rule.default), index=raw.index, dtype="string")
+                if rule.has_default
+                else values
+            )
             values = mapped.where(hit, fallback)
         if rule.has_default:
             values = values.fillna(_as_text(rule.default)) if rule.default is not None else values
         return values
     if rule.has_cases:
-        out = pd.Series(_as_text(rule.default) if rule.has_default else None, index=raw.index, dtype="string")
+        out = pd.Series(
+            _as_text(rule.default) if rule.has_default else None, index=raw.index, dtype="string"
+        )
         decided = np.zeros(n, dtype=bool)
         for when, value in rule.cases:
             hit = _holds(when, raw).to_numpy(dtype=bool) & ~decided
@@ -533,7 +664,9 @@ def _typed(rule: ColumnRule, values: pd.Series) -> tuple[pd.Series, np.ndarray, 
     present = values.notna().to_numpy(dtype=bool)
     if rule.kind in ("date", "datetime"):
         if rule.formats is None:
-            parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+            parsed = pd.to_datetime(
+                values, errors="coerce", format="ISO8601", utc=True
+            ).dt.tz_localize(None)
             expected = "ISO 8601 dates (or set format: in the mapping)"
         else:
             parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
@@ -551,7 +684,11 @@ def _typed(rule: ColumnRule, values: pd.Series) -> tuple[pd.Series, np.ndarray, 
         parsed = parse_numbers(values, decimal=rule.decimal, thousands=rule.thousands)
         if rule.scale is not None:
             parsed = parsed * rule.scale
-        return parsed, present & parsed.isna().to_numpy(dtype=bool), f"amounts such as 1{rule.thousands}234{rule.decimal}50 (decimal {rule.decimal!r})"
+        return (
+            parsed,
+            present & parsed.isna().to_numpy(dtype=bool),
+            f"amounts such as 1{rule.thousands}234{rule.decimal}50 (decimal {rule.decimal!r})",
+        )
     if rule.kind == "bool":
         folded = values.str.lower()
         is_true = folded.isin(TRUE_WORDS).fillna(False).to_numpy(dtype=bool)

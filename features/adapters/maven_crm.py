@@ -56,8 +56,14 @@ STAGES = [
 ]
 
 PIPELINE_COLUMNS = (
-    "opportunity_id", "sales_agent", "product", "account", "deal_stage",
-    "engage_date", "close_date", "close_value",
+    "opportunity_id",
+    "sales_agent",
+    "product",
+    "account",
+    "deal_stage",
+    "engage_date",
+    "close_date",
+    "close_value",
 )
 
 
@@ -112,7 +118,10 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
     if folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder. Give the folder holding the Maven CRM files (sales_pipeline.csv, accounts.csv, products.csv, sales_teams.csv).")
+        raise InputError(
+            f"{folder}: no such folder. Give the folder holding the Maven CRM files "
+            "(sales_pipeline.csv, accounts.csv, products.csv, sales_teams.csv)."
+        )
     what = "The Maven CRM import"
     pipeline_file = require_file(folder, "sales_pipeline.csv", what)
     accounts_file = require_file(folder, "accounts.csv", what)
@@ -132,7 +141,10 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
     n_source = len(pipeline)
     prospecting = (pipeline["deal_stage"] == "Prospecting").to_numpy(dtype=bool)
     if prospecting.any():
-        log.info("Maven CRM: skipped %d Prospecting deals: they have no engage or close date", int(prospecting.sum()))
+        log.info(
+            "Maven CRM: skipped %d Prospecting deals: they have no engage or close date",
+            int(prospecting.sum()),
+        )
     deals = pipeline.loc[~prospecting].reset_index(drop=True)
 
     product = deals["product"].replace(PRODUCT_ALIASES)
@@ -150,18 +162,32 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
                     file=pipeline_file.name,
                     column="product" if names else "close_value",
                     message=f"{int(unpriced.sum())} deal(s) have no amount"
-                    + (f": product(s) {', '.join(map(repr, names))} are not in {products_file.name}" if names else ": won deals without close_value"),
-                    expected="every product listed in products.csv and a close_value on every won deal",
+                    + (
+                        f": product(s) {', '.join(map(repr, names))} are not in "
+                        f"{products_file.name}"
+                        if names
+                        else ": won deals without close_value"
+                    ),
+                    expected=(
+                        "every product listed in products.csv and a close_value on every won deal"
+                    ),
                 )
             ]
         )
 
     account_info = accounts.drop_duplicates("account").set_index("account")
     employees = _to_number(account_info["employees"], accounts_file, "employees")
-    region_of_agent = teams.drop_duplicates("sales_agent").set_index("sales_agent")["regional_office"]
+    region_of_agent = teams.drop_duplicates("sales_agent").set_index("sales_agent")[
+        "regional_office"
+    ]
     unknown_agents = sorted(set(deals["sales_agent"].dropna()) - set(region_of_agent.index))
     if unknown_agents:
-        log.warning("Maven CRM: %d sales agent(s) not in %s (no region): %s", len(unknown_agents), teams_file.name, ", ".join(unknown_agents[:5]))
+        log.warning(
+            "Maven CRM: %d sales agent(s) not in %s (no region): %s",
+            len(unknown_agents),
+            teams_file.name,
+            ", ".join(unknown_agents[:5]),
+        )
 
     opportunities = pd.DataFrame(
         {
@@ -179,7 +205,12 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
             "product": product,
         }
     )
-    dates = pd.concat([pd.to_datetime(deals[c], errors="coerce", format="ISO8601") for c in ("engage_date", "close_date")])
+    dates = pd.concat(
+        [
+            pd.to_datetime(deals[c], errors="coerce", format="ISO8601")
+            for c in ("engage_date", "close_date")
+        ]
+    )
     config = DatasetConfig(
         exported_at=None if dates.isna().all() else pd.Timestamp(dates.max()).normalize(),
         stages=list(STAGES),
@@ -192,7 +223,10 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
     )
     log.info(
         "Maven CRM: %d of %d deals converted (%d Prospecting skipped, %d without account)",
-        len(opportunities), n_source, report.skipped_prospecting, report.no_account,
+        len(opportunities),
+        n_source,
+        report.skipped_prospecting,
+        report.no_account,
     )
     return export, report
 
@@ -214,7 +248,10 @@ def _check_stages(pipeline: pd.DataFrame, path: Path) -> None:
                 Problem(
                     file=path.name,
                     column="deal_stage",
-                    message=f"{int(bad.sum())} deal(s) have an unknown stage ({', '.join(map(repr, found))})",
+                    message=(
+                        f"{int(bad.sum())} deal(s) have an unknown stage "
+                        f"({', '.join(map(repr, found))})"
+                    ),
                     lines=tuple(int(i) + 2 for i in np.flatnonzero(bad)[:20]),
                     n_rows=int(bad.sum()),
                     expected="Prospecting, Engaging, Won or Lost",

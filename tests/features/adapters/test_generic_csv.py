@@ -27,7 +27,11 @@ MINIMAL_COLUMNS = {
     "account_id": "Account",
     "created_at": "Created",
     "stage": "Stage",
-    "status": {"from": "Stage", "map": {"Closed Won": "won", "Closed Lost": "lost"}, "default": "open"},
+    "status": {
+        "from": "Stage",
+        "map": {"Closed Won": "won", "Closed Lost": "lost"},
+        "default": "open",
+    },
     "closed_at": {"from": "Close", "keep_when": {"Stage": ["Closed Won", "Closed Lost"]}},
     "amount": "Amount",
 }
@@ -41,7 +45,13 @@ def _minimal(tmp_path: Path, rows: str, **table_options: object) -> tuple[Path, 
         tmp_path,
         {
             "defaults": {"date_format": "%m/%d/%Y"},
-            "tables": {"opportunities": {"file": "deals.csv", "columns": dict(MINIMAL_COLUMNS), **table_options}},
+            "tables": {
+                "opportunities": {
+                    "file": "deals.csv",
+                    "columns": dict(MINIMAL_COLUMNS),
+                    **table_options,
+                }
+            },
         },
     )
     return src, mapping
@@ -78,14 +88,27 @@ def test_salesforce_history(salesforce_dir: Path, salesforce_mapping: Path) -> N
     hist = generic_csv.convert(salesforce_dir, salesforce_mapping).stage_history
     assert len(hist) == 23
     acme = hist[hist["opportunity_id"] == "0065g00000Nw1A1"].sort_values("changed_at")
-    assert acme["stage"].tolist() == ["Prospecting", "Proposal/Price Quote", "Negotiation/Review", "Closed Won"]
+    assert acme["stage"].tolist() == [
+        "Prospecting",
+        "Proposal/Price Quote",
+        "Negotiation/Review",
+        "Closed Won",
+    ]
     assert acme["changed_at"].iloc[0] == pd.Timestamp("2026-01-06 09:14")
     assert acme["changed_at"].iloc[-1] == pd.Timestamp("2026-03-27 16:22")
     assert acme["amount"].tolist() == [40000.0, 45000.0, 48000.0, 48000.0]
-    assert set(hist["forecast_category"]) <= {"pipeline", "best_case", "commit", "closed", "omitted"}
+    assert set(hist["forecast_category"]) <= {
+        "pipeline",
+        "best_case",
+        "commit",
+        "closed",
+        "omitted",
+    }
 
 
-def test_salesforce_round_trip(tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path) -> None:
+def test_salesforce_round_trip(
+    tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path
+) -> None:
     export = generic_csv.convert(salesforce_dir, salesforce_mapping)
     back = read_export(write_export(export, tmp_path / "out"))
     assert len(back.opportunities) == 12 and len(back.stage_history) == 23
@@ -94,7 +117,9 @@ def test_salesforce_round_trip(tmp_path: Path, salesforce_dir: Path, salesforce_
     pd.testing.assert_series_equal(back.opportunities["amount"], export.opportunities["amount"])
 
 
-def test_history_is_optional(tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path) -> None:
+def test_history_is_optional(
+    tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path
+) -> None:
     shutil.copy(salesforce_dir / "opportunities.csv", tmp_path / "opportunities.csv")
     export = generic_csv.convert(tmp_path, salesforce_mapping)
     assert export.stage_history is None and len(export.opportunities) == 12
@@ -149,7 +174,11 @@ def test_decimal_comma_and_constants(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     columns = dict(MINIMAL_COLUMNS)
-    columns["status"] = {"from": "Stage", "map": {"Gewonnen": "won", "Verloren": "lost"}, "default": "open"}
+    columns["status"] = {
+        "from": "Stage",
+        "map": {"Gewonnen": "won", "Verloren": "lost"},
+        "default": "open",
+    }
     columns["closed_at"] = {"from": "Close", "keep_when": {"Stage": ["Gewonnen", "Verloren"]}}
     columns["region"] = {"value": "DACH"}
     mapping = _write_mapping(
@@ -173,7 +202,13 @@ def test_unknown_keys_are_named(tmp_path: Path) -> None:
     src, _ = _minimal(tmp_path, "A1,X,3/14/2026,Open,$10,\n")
     columns = dict(MINIMAL_COLUMNS)
     columns["amount"] = {"from": "Amount", "currencey": True}
-    mapping = _write_mapping(tmp_path, {"tabels": {}, "tables": {"opportunities": {"file": "deals.csv", "columns": columns, "sheet": 1}}})
+    mapping = _write_mapping(
+        tmp_path,
+        {
+            "tabels": {},
+            "tables": {"opportunities": {"file": "deals.csv", "columns": columns, "sheet": 1}},
+        },
+    )
     with pytest.raises(MappingError) as info:
         generic_csv.convert(src, mapping)
     text = str(info.value)
@@ -186,7 +221,10 @@ def test_unknown_keys_are_named(tmp_path: Path) -> None:
 def test_required_contract_column_without_rule(tmp_path: Path) -> None:
     columns = {k: v for k, v in MINIMAL_COLUMNS.items() if k != "status"}
     mapping = _write_mapping(tmp_path, {"tables": {"opportunities": {"columns": columns}}})
-    with pytest.raises(MappingError, match=r"tables\.opportunities\.columns: no rule for the required contract column 'status'"):
+    with pytest.raises(
+        MappingError,
+        match=r"tables\.opportunities\.columns: no rule for the required contract column 'status'",
+    ):
         generic_csv.load_mapping(mapping)
 
 
@@ -197,7 +235,10 @@ def test_bad_rules_are_named(tmp_path: Path) -> None:
     columns["owner_id"] = {"from": "Owner", "scale": 2}
     mapping = _write_mapping(
         tmp_path,
-        {"tables": {"leeds": {}, "opportunities": {"columns": columns}}, "dataset": {"stages": [{"name": "Open", "probability": 7}]}},
+        {
+            "tables": {"leeds": {}, "opportunities": {"columns": columns}},
+            "dataset": {"stages": [{"name": "Open", "probability": 7}]},
+        },
     )
     with pytest.raises(MappingError) as info:
         generic_csv.load_mapping(mapping)
@@ -209,8 +250,14 @@ def test_bad_rules_are_named(tmp_path: Path) -> None:
     assert "dataset.stages" in text
 
 
-def test_mapped_column_missing_from_file(tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path) -> None:
-    text = (salesforce_dir / "opportunities.csv").read_text(encoding="utf-8").replace('"Close Date"', '"Close"', 1)
+def test_mapped_column_missing_from_file(
+    tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path
+) -> None:
+    text = (
+        (salesforce_dir / "opportunities.csv")
+        .read_text(encoding="utf-8")
+        .replace('"Close Date"', '"Close"', 1)
+    )
     (tmp_path / "opportunities.csv").write_text(text, encoding="utf-8")
     with pytest.raises(ContractError) as info:
         generic_csv.convert(tmp_path, salesforce_mapping)
@@ -221,24 +268,39 @@ def test_mapped_column_missing_from_file(tmp_path: Path, salesforce_dir: Path, s
 
 
 def test_unreadable_values_name_file_column_and_line(tmp_path: Path) -> None:
-    src, mapping = _minimal(tmp_path, "A1,X,3/14/2026,Open,$10,\nA2,X,2026-03-15,Open,ten dollars,\n")
+    src, mapping = _minimal(
+        tmp_path, "A1,X,3/14/2026,Open,$10,\nA2,X,2026-03-15,Open,ten dollars,\n"
+    )
     with pytest.raises(ContractError) as info:
         generic_csv.convert(src, mapping)
     message = str(info.value)
-    assert "deals.csv, column 'Created'" in message and "line 3" in message and "'%m/%d/%Y'" in message
-    assert "deals.csv, column 'Amount'" in message and "tables.opportunities.columns.amount" in message
+    assert (
+        "deals.csv, column 'Created'" in message and "line 3" in message and "'%m/%d/%Y'" in message
+    )
+    assert (
+        "deals.csv, column 'Amount'" in message and "tables.opportunities.columns.amount" in message
+    )
 
 
 def test_contract_breaks_after_mapping_are_refused(tmp_path: Path) -> None:
     # closed before created: the converted table is checked like read_export checks an export
     src, mapping = _minimal(tmp_path, "A1,X,3/14/2026,Closed Won,$10,3/1/2026\n")
-    with pytest.raises(ContractError, match=r"deals\.csv, column 'closed_at': 1 deal\(s\) close before they were created"):
+    with pytest.raises(
+        ContractError,
+        match=r"deals\.csv, column 'closed_at': 1 deal\(s\) close before they were created",
+    ):
         generic_csv.convert(src, mapping)
 
 
-def test_undeclared_stage_is_refused(tmp_path: Path, hubspot_dir: Path, hubspot_mapping: Path) -> None:
-    text = (hubspot_dir / "hubspot-crm-exports-all-deals-2026-04-14.csv").read_text(encoding="utf-8")
-    (tmp_path / "deals.csv").write_text(text.replace("Contract Sent", "Contract Signed"), encoding="utf-8")
+def test_undeclared_stage_is_refused(
+    tmp_path: Path, hubspot_dir: Path, hubspot_mapping: Path
+) -> None:
+    text = (hubspot_dir / "hubspot-crm-exports-all-deals-2026-04-14.csv").read_text(
+        encoding="utf-8"
+    )
+    (tmp_path / "deals.csv").write_text(
+        text.replace("Contract Sent", "Contract Signed"), encoding="utf-8"
+    )
     with pytest.raises(ContractError, match="not declared in dataset.yaml"):
         generic_csv.convert(tmp_path, hubspot_mapping)
 
@@ -252,7 +314,9 @@ def test_missing_files_are_named(tmp_path: Path, salesforce_mapping: Path) -> No
         generic_csv.convert(tmp_path / "nope", salesforce_mapping)
 
 
-def test_ambiguous_files_are_refused(tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path) -> None:
+def test_ambiguous_files_are_refused(
+    tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path
+) -> None:
     shutil.copy(salesforce_dir / "opportunities.csv", tmp_path / "opportunities.csv")
     shutil.copy(salesforce_dir / "opportunities.csv", tmp_path / "opportunities (1).csv")
     with pytest.raises(InputError, match="several files match"):

@@ -30,14 +30,30 @@ def _write(folder: Path, name: str, lines: list[str]) -> None:
 @pytest.fixture
 def maven_dir(tmp_path: Path) -> Path:
     _write(tmp_path, "sales_pipeline.csv", PIPELINE)
-    _write(tmp_path, "accounts.csv", [
-        "account,sector,year_established,revenue,employees,office_location,subsidiary_of",
-        "Big Co,retail,1990,5000.5,12000,United States,",
-        "Small Co,medical,2001,12.3,999,Kenya,",
-        "Mid Co,software,2010,300,1000,United States,Big Co",
-    ])
-    _write(tmp_path, "products.csv", ["product,series,sales_price", "GTX Basic,GTX,550", "GTX Pro,GTX,4821", "MG Special,MG,55"])
-    _write(tmp_path, "sales_teams.csv", ["sales_agent,manager,regional_office", "Ann Agent,Max Manager,East", "Bob Agent,Max Manager,West"])
+    _write(
+        tmp_path,
+        "accounts.csv",
+        [
+            "account,sector,year_established,revenue,employees,office_location,subsidiary_of",
+            "Big Co,retail,1990,5000.5,12000,United States,",
+            "Small Co,medical,2001,12.3,999,Kenya,",
+            "Mid Co,software,2010,300,1000,United States,Big Co",
+        ],
+    )
+    _write(
+        tmp_path,
+        "products.csv",
+        ["product,series,sales_price", "GTX Basic,GTX,550", "GTX Pro,GTX,4821", "MG Special,MG,55"],
+    )
+    _write(
+        tmp_path,
+        "sales_teams.csv",
+        [
+            "sales_agent,manager,regional_office",
+            "Ann Agent,Max Manager,East",
+            "Bob Agent,Max Manager,West",
+        ],
+    )
     return tmp_path
 
 
@@ -73,7 +89,9 @@ def test_round_trip(tmp_path: Path, maven_dir: Path) -> None:
     assert back.exported_at == pd.Timestamp("2017-07-10")
 
 
-@pytest.mark.parametrize("name", ["sales_pipeline.csv", "accounts.csv", "products.csv", "sales_teams.csv"])
+@pytest.mark.parametrize(
+    "name", ["sales_pipeline.csv", "accounts.csv", "products.csv", "sales_teams.csv"]
+)
 def test_missing_file_is_named(maven_dir: Path, name: str) -> None:
     (maven_dir / name).unlink()
     with pytest.raises(InputError, match=f"needs {name}"):
@@ -86,7 +104,11 @@ def test_missing_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_product_is_refused(maven_dir: Path) -> None:
-    _write(maven_dir, "sales_pipeline.csv", [*PIPELINE, "E3,Ann Agent,GTX Ultra,,Engaging,2017-07-11,,"])
+    _write(
+        maven_dir,
+        "sales_pipeline.csv",
+        [*PIPELINE, "E3,Ann Agent,GTX Ultra,,Engaging,2017-07-11,,"],
+    )
     with pytest.raises(ContractError, match="'GTX Ultra' are not in products.csv"):
         maven_crm.convert(maven_dir)
 
