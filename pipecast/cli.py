@@ -262,13 +262,20 @@ def score_leads(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    prepare: Annotated[bool, typer.Option("--prepare", help="First generate the demo export if it is missing and train if no champion model is registered.")] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
 
     from serving.app import create_app
 
-    uvicorn.run(create_app(_settings()), host=host, port=port, log_level="info")
+    settings = _settings()
+    if prepare:
+        from serving.bootstrap import prepare as prepare_to_serve
+
+        with _progress() as progress:
+            prepare_to_serve(settings, progress=progress)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 def _progress() -> Any:

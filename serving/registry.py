@@ -1,0 +1,114 @@
+"""The MLflow model registry as the API reads it: which version is each model's champion.
+
+Reading only — ``training/tracking.py`` is the one module that writes to MLflow. The loader of
+the champion model itself (``load_champion``) belongs in this module too, beside
+:func:`champion_info`, so that serving has one place that talks to the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from models import CHAMPION_ALIAS
+from pipecast.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: provenance the training run records on each model version (or its run's tags / params)
+PROVENANCE_KEYS = ("data_start", "data_end", "trained_at", "data_fingerprint")
+#: what MLflow answers when the registered model or its alias does not exist
+_NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for any other kind of store)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.endswith(":memory:"):
+        return None
+    return Path(uri[len(prefix) :])
+
+
+def ensure_default_registry_dir(settings: Settings) -> None:
+    """Create the folder of the default local registry (``var/``) if it is missing.
+
+    Only for the default URI: a configured one is the operator's to provision.
+    """
+    default = Settings.model_fields["mlflow_tracking_uri"].default
+    if settings.mlflow_tracking_uri == default and (path := sqlite_file(default)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def registry_client(settings: Settings) -> MlflowClient:
+    """An MLflow client on the configured tracking server and model registry."""
+    uri = settings.mlflow_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _iso_from_millis(millis: int | None) -> str | None:
+    if not millis:
+        return None
+    return (
+        datetime.fromtimestamp(millis / 1000, tz=UTC)
+        .replace(tzinfo=None)
+        .isoformat(timespec="seconds")
+    )
+
+
+def champion_info(settings: Settings, name: str) -> dict[str, Any] | None:
+    """What the champion version of registered model ``name`` is and what it was trained on.
+
+    Parameters
+    ----------
+    settings
+        Gives the MLflow tracking / registry URI.
+    name
+        A registered model name (``models.CLOSE_MODEL_NAME`` or ``models.SQO_MODEL_NAME``).
+
+    Returns
+    -------
+    dict or None
+        ``name, version, alias, run_id, metrics, registered_at`` and the provenance keys
+        (``data_start, data_end, trained_at, data_fingerprint``; from the model version's tags,
+        else its run's tags, else its run's params; ``trained_at`` falls back to the run's start).
+        ``None`` when no champion is registered — including a registry that does not exist yet,
+        which is left uncreated.
+    """
+    db = sqlite_file(settings.mlflow_tracking_uri)
+    if db is not None and not db.exists():
+        return None
+    client = registry_client(settings)
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
+    run: Run | None = None
+    if version.run_id:
+        try:
+            run = client.get_run(version.run_id)
+        except MlflowException:
+            log.warning("run %s of %s v%s is gone", version.run_id, name, version.version)
+    sources: list[dict[str, str]] = [dict(version.tags or {})]
+    if run is not None:
+        sources += [dict(run.data.tags), dict(run.data.params)]
+    info: dict[str, Any] = {
+        "name": name,
+        "version": str(version.version),
+        "alias": CHAMPION_ALIAS,
+        "run_id": version.run_id,
+        "metrics": dict(run.data.metrics) if run is not None else {},
+        "registered_at": _iso_from_millis(version.creation_timestamp),
+    }
+    for key in PROVENANCE_KEYS:
+        info[key] = next((s[key] for s in sources if s.get(key)), None)
+    if info["trained_at"] is None and run is not None:
+        info["trained_at"] = _iso_from_millis(run.info.start_time)
+    return info
