@@ -31,9 +31,11 @@ channel (``cellular`` / ``telephone``), ``signal_type`` = the outcome of a previ
 when there was one (``prior_campaign_success`` / ``prior_campaign_failure`` /
 ``prior_campaign_other``).
 Everything else known before the call is kept as extra columns (dots in names become
-underscores) and declared in ``dataset.yaml`` ``features: {leads: [...]}``: age, marital,
+underscores) and declared in ``dataset.yaml`` ``features: {leads: [...]}``: age, job, marital,
 education, default, housing, loan, campaign, pdays, previously_contacted, previous, poutcome,
-plus the five economic indicators (additional file) or balance (full file). ``pdays`` = 999
+plus the five economic indicators (additional file) or balance (full file). ``job`` is kept
+beside ``title`` because lead features read a title only through seniority and function
+keywords, which occupations such as "blue-collar" never match. ``pdays`` = 999
 (-1 in ``bank-full.csv``) means "not previously contacted": it becomes missing, and
 ``previously_contacted`` says so explicitly.
 """
@@ -61,7 +63,7 @@ ADDITIONAL = "bank-additional-full.csv"
 FULL = "bank-full.csv"
 
 #: source column → extra lead column, for columns known before the call (duration is not)
-CLIENT_COLUMNS = ("age", "marital", "education", "default", "housing", "loan")
+CLIENT_COLUMNS = ("age", "job", "marital", "education", "default", "housing", "loan")
 CAMPAIGN_COLUMNS = ("campaign", "pdays", "previous", "poutcome")
 ECONOMIC_COLUMNS = ("emp.var.rate", "cons.price.idx", "cons.conf.idx", "euribor3m", "nr.employed")
 NUMERIC_COLUMNS = {"age", "campaign", "pdays", "previous", "balance", *ECONOMIC_COLUMNS}

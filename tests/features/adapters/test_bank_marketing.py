@@ -79,6 +79,7 @@ def test_round_trip_declares_features(tmp_path: Path, additional_file: Path) -> 
     features = export.config.features["leads"]
     assert {
         "age",
+        "job",
         "pdays",
         "previously_contacted",
         "emp_var_rate",
