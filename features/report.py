@@ -524,8 +524,8 @@ def _not_available(console: Console, title: str, why: str) -> None:
     console.print(f"[bold]{title}[/]: [dim]not available ({why})[/]", highlight=False)
 
 
-def _rates_table(title: str, df: pd.DataFrame, key: str) -> Table:
-    table = Table(title=title, title_justify="left")
+def _rates_table(title: str, df: pd.DataFrame, key: str, note: str) -> Table:
+    table = Table(title=title, title_justify="left", caption=note, caption_justify="left")
     table.add_column(key)
     for name in ("decided leads", "SQOs", "SQO rate"):
         table.add_column(name, justify="right")
@@ -601,7 +601,7 @@ def render_validation(report: ValidationReport, console: Console) -> None:
         if df is None:
             _not_available(console, title, report.unavailable.get(section, "no data"))
         else:
-            console.print(_rates_table(f"{title} ({note})", df, key))
+            console.print(_rates_table(title, df, key, note))
 
     if "warnings" in report.unavailable:
         _not_available(console, "Pipeline warnings", report.unavailable["warnings"])
