@@ -299,6 +299,7 @@ def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iter
     """Give ``raw`` the contract dtypes of ``table``; collect every per-cell problem."""
     problems: list[Problem] = []
     spec = columns_of(table)
+    declared = set(extra_required)
     raw = raw.copy()
     raw.columns = [str(c).strip() for c in raw.columns]
     dupes = raw.columns[raw.columns.duplicated()].tolist()
@@ -321,8 +322,14 @@ def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iter
         col = spec.get(name)
         values = raw[name].reset_index(drop=True)
         if col is None:
-            # extra columns are kept as text unless they are already typed (Parquet)
-            out[name] = values if values.dtype != object else _to_string(values)
+            # Extra columns are kept as text unless already typed (Parquet). A column that
+            # dataset.yaml declares as a feature is read as numbers when every value is one.
+            if name in declared and not pd.api.types.is_numeric_dtype(values):
+                number, bad = _to_number(values)
+                if not bad.any() and number.notna().any():
+                    out[name] = number
+                    continue
+            out[name] = values if pd.api.types.is_numeric_dtype(values) else _to_string(values)
             continue
         if col.kind in ("date", "datetime"):
             parsed, bad = _to_datetime(values)

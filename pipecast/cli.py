@@ -28,7 +28,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(score_app, name="score")
 
 #: human output (tables, progress) goes to stderr so that stdout can carry files or JSON
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 log = logging.getLogger("pipecast")
 
@@ -145,7 +145,7 @@ def import_maven_crm(
 
     export = maven_crm.convert(src)
     write_export(export, out_dir)
-    err.print(f"[green]wrote[/] {out_dir}: {len(export.opportunities or [])} opportunities", highlight=False)
+    err.print(f"[green]wrote[/] {out_dir}: {0 if export.opportunities is None else len(export.opportunities)} opportunities", highlight=False)
 
 
 @import_app.command("bank-marketing")
@@ -160,7 +160,7 @@ def import_bank_marketing(
 
     export = bank_marketing.convert(src)
     write_export(export, out_dir)
-    err.print(f"[green]wrote[/] {out_dir}: {len(export.leads or [])} leads", highlight=False)
+    err.print(f"[green]wrote[/] {out_dir}: {0 if export.leads is None else len(export.leads)} leads", highlight=False)
 
 
 @import_app.command("csv")

@@ -103,12 +103,6 @@ def test_cli_imports_write_valid_exports(tmp_path: Path, maven_dir: Path, bank_d
     assert len(read_export(tmp_path / "bank").leads) == 41188
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipecast/cli.py reports the row count with len(export.opportunities or []) / "
-    "len(export.leads or []): a DataFrame has no truth value, so both commands exit 1 "
-    "after writing",
-)
 def test_cli_imports_exit_0(tmp_path: Path, maven_dir: Path, bank_dir: Path) -> None:
     result = runner.invoke(
         app, ["import", "maven-crm", str(maven_dir), "--out", str(tmp_path / "maven")]
