@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,11 @@ def test_a_configured_but_missing_data_dir_is_not_filled_with_demo_data(
     assert "no data" in caplog.text
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("training.train") is not None, reason="training is in the tree"
-)
 def test_serves_without_models_when_training_is_unavailable(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # None in sys.modules makes ``import training.train`` fail, as in a tree without training
+    monkeypatch.setitem(sys.modules, "training.train", None)
     settings = settings_for(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
     settings.data_dir.mkdir()
     with caplog.at_level(logging.WARNING, logger="serving.bootstrap"):
