@@ -164,7 +164,7 @@ def _counts(export: Export, exported_at: pd.Timestamp | None) -> pd.DataFrame:
         if name == "leads" and df is not None:
             labels = lead_labels(df, exported_at, export.config.sqo_window_days)
             if labels is not None:
-                rows.append((name, "SQOs", int((labels == True).sum())))  # noqa: E712
+                rows.append((name, "SQOs", int(labels.sum(skipna=True))))
     return pd.DataFrame(rows, columns=["table", "what", "count"])
 
 
@@ -332,7 +332,9 @@ def pipeline_warnings(
             )
         )
     else:
-        unavailable["no_recent_activity"] = "no activities file"
+        unavailable["no_recent_activity"] = (
+            "no activities file" if acts is None else "activities have no opportunity_id column"
+        )
 
     if "next_step" in opps.columns:
         missing = open_deals["next_step"].isna()
