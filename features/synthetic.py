@@ -143,19 +143,27 @@ SEGMENT_PROCESSES = {
     "SMB": SegmentProcess(
         "SMB", share=0.45, start=(0.35, 0.45, 0.20), advance=(0.30, 0.20, 0.10), win=(-1.10, 0.40),
         loss=(0.05, -0.30, -0.60, -0.70), stale_after=3, stale_slope=0.30, old_after=8, old_slope=0.12,
-        max_age=20, amount_median=12_000, cycle_days=18, activity_rate=2.8),
+        max_age=20, amount_median=12_000, cycle_days=18, activity_rate=3.0),
     "Mid-Market": SegmentProcess(
         "Mid-Market", share=0.35, start=(0.70, 0.30, 0.0), advance=(-1.00, -1.10, -1.20), win=(-3.20, -1.20),
         loss=(-1.30, -1.80, -2.00, -2.00), stale_after=5, stale_slope=0.22, old_after=14, old_slope=0.10,
-        max_age=34, amount_median=45_000, cycle_days=38, activity_rate=3.2),
+        max_age=34, amount_median=45_000, cycle_days=38, activity_rate=3.5),
     "Enterprise": SegmentProcess(
-        "Enterprise", share=0.20, start=(0.80, 0.20, 0.0), advance=(-2.50, -2.70, -2.80), win=(-4.50, -2.40),
-        loss=(-2.30, -3.60, -3.90, -3.90), stale_after=8, stale_slope=0.15, old_after=26, old_slope=0.08,
-        max_age=56, amount_median=100_000, cycle_days=95, activity_rate=3.6),
+        "Enterprise", share=0.20, start=(0.80, 0.20, 0.0), advance=(-2.30, -2.50, -2.60), win=(-4.20, -2.10),
+        loss=(-2.60, -3.70, -4.00, -4.00), stale_after=8, stale_slope=0.15, old_after=26, old_slope=0.08,
+        max_age=56, amount_median=80_000, cycle_days=95, activity_rate=4.0),
 }
 
 #: sensitivity of the weekly hazards to deal quality
 B_ADVANCE, B_WIN, B_LOSS = 0.45, 0.90, 0.55
+#: weight of the deal's engagement in its quality (engagement ~ N(0, 1) shows in activity rates)
+ENGAGEMENT_WEIGHT = 0.40
+#: how strongly activity rates follow engagement (log rate per unit of engagement)
+ACTIVITY_ENGAGEMENT = 0.80
+#: the part of a deal's quality nothing in the export reveals
+HIDDEN_SD = 0.15
+#: activities on the day a deal is created (discovery call, follow-up emails) for an average deal
+CREATION_ACTIVITIES = 1.5
 #: extra win logit in the last weeks of a fiscal quarter
 PULL_IN = 0.70
 PULL_IN_DAYS = 13
@@ -539,13 +547,13 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     lead_index = np.concatenate([from_lead, np.full(n_other, -1)])
     sdr = np.concatenate([L["sdr"][from_lead], np.where(other_source == "inbound", rng.integers(0, n_sdr, n_other), -1)])
     product = _choice(rng, PRODUCTS, n)
-    n_ae = {s: max(3, round(np.sum(seg == s) / 160)) for s in SEGMENTS}
+    n_ae = {s: max(3, round(np.sum(seg == s) / 220)) for s in SEGMENTS}
     owner = np.empty(n, dtype=object)
     owner_skill = np.zeros(n)
     ae_offset = 0
     for s in SEGMENTS:
         at = np.flatnonzero(seg == s)
-        skill = rng.normal(0, 0.40, n_ae[s])
+        skill = rng.normal(0, 0.35, n_ae[s])
         pick = rng.integers(0, n_ae[s], len(at))
         owner[at] = np.array([f"AE-{ae_offset + i + 1:03d}" for i in range(n_ae[s])], dtype=object)[pick]
         owner_skill[at] = skill[pick]
@@ -565,7 +573,7 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
         + np.where(has_next_step, 0.0, -0.35)
         - 0.25 * amount_z
     )
-    quality = observed + 0.55 * engagement + rng.normal(0, 0.25, n)
+    quality = observed + ENGAGEMENT_WEIGHT * engagement + rng.normal(0, HIDDEN_SD, n)
     quality -= 0.30  # centre: the average deal has quality about zero
     start_u = rng.random(n)
     _tick(progress, task)
@@ -829,7 +837,9 @@ def _opportunity_activities(rng: np.random.Generator, cal: _Calendar, seg: np.nd
     the deal's engagement and its stage at the start of the week (never on what comes later)."""
     n = len(created)
     u0 = cal.index(created)
-    base = np.array([SEGMENT_PROCESSES[s].activity_rate for s in seg]) * np.exp(0.55 * engagement - 0.15)
+    # exp(a·e - a²/2) has mean one over deals: the segment rate is the average deal's rate
+    level = np.exp(ACTIVITY_ENGAGEMENT * engagement - ACTIVITY_ENGAGEMENT**2 / 2)
+    base = np.array([SEGMENT_PROCESSES[s].activity_rate for s in seg]) * level
     # stage at the start of each step = start stage + advances in earlier steps
     n_steps = close_step + 1
     deal = np.repeat(np.arange(n), n_steps)
@@ -847,8 +857,13 @@ def _opportunity_activities(rng: np.random.Generator, cal: _Calendar, seg: np.nd
     lam = base[deal] * STAGE_ACTIVITY[stage] * ndays / 7.0
     count = rng.poisson(lam)
     row = np.repeat(np.arange(len(deal)), count)
-    d = deal[row]
     day = start[row] + np.floor(rng.random(len(row)) * ndays[row]).astype(np.int64)
+    # the creation day: discovery call and follow-ups, more of them for engaged buyers
+    burst = rng.poisson(CREATION_ACTIVITIES * level)
+    first = np.repeat(row_of, burst)
+    row = np.concatenate([row, first])
+    day = np.concatenate([day, created[deal[first]]])
+    d = deal[row]
     cum = TYPE_MIX.cumsum(axis=1)[stage[row]]
     kind = (rng.random(len(row))[:, None] > cum).sum(axis=1).clip(0, 3)
     p_in = _sigmoid(-0.7 + 0.5 * engagement[d])
