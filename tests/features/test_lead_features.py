@@ -1,0 +1,138 @@
+"""Lead features: account history and similar-lead rates from the past only, the training set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import lead
+from features._examples import random_export, typed
+from features.io import DatasetConfig, Export
+from tests.features.test_snapshots import hand_export
+
+T = pd.Timestamp
+
+
+def account_export() -> Export:
+    """One account, four leads; L1 became an SQO on its first day and that became deal O1."""
+    leads = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["L1", "L2", "L3", "L4"],
+                "account_id": ["A", "A", "A", "B"],
+                "created_at": pd.to_datetime(["2026-01-01", "2026-01-05", "2026-03-01", "2026-01-01"]),
+                "sqo_at": pd.to_datetime(["2026-01-01", None, None, "2026-01-20"]),
+                "meeting_at": pd.to_datetime(["2026-01-01", "2026-01-06", None, None]),
+                "source": ["inbound", "inbound", "inbound", "outbound"],
+                "signal_type": ["funding", "funding", "funding", None],
+                "industry": ["retail", "retail", "retail", "retail"],
+                "sdr_id": ["S1", "S1", "S1", "S2"],
+                "title": ["VP of Sales", "Head of IT", "CFO", None],
+                "last_contacted_at": pd.to_datetime(["2025-12-01", None, "2026-03-10", None]),
+            }
+        )
+    )
+    opps = typed(
+        pd.DataFrame(
+            {
+                "opportunity_id": ["O1", "O2"],
+                "account_id": ["A", "A"],
+                "created_at": pd.to_datetime(["2026-01-01", "2025-11-01"]),
+                "stage": ["Won", "Won"],
+                "status": ["won", "won"],
+                "closed_at": pd.to_datetime(["2026-02-01", "2025-12-15"]),
+                "amount": [1000.0, 2000.0],
+                "lead_id": ["L1", None],
+            }
+        )
+    )
+    return Export(opportunities=opps, leads=leads, config=DatasetConfig(exported_at=T("2026-03-31"), sqo_window_days=30))
+
+
+def test_account_history_excludes_the_lead_itself() -> None:
+    table = lead.build(account_export(), as_of="2026-01-01")
+    l1 = table.loc["L1"]
+    # at the end of 01-01 L1 is an SQO with its own open deal: neither counts for L1
+    assert l1["account_leads_before"] == 0 and l1["account_sqos_before"] == 0
+    assert l1["account_open_opportunities"] == 0 and l1["account_won_opportunities"] == 1  # O2
+    later = lead.build(account_export(), as_of="2026-03-01")
+    l3 = later.loc["L3"]
+    assert l3["account_leads_before"] == 2 and l3["account_sqos_before"] == 1
+    assert l3["account_open_opportunities"] == 0 and l3["account_won_opportunities"] == 2
+
+
+def test_similar_lead_rates_count_decided_labels_only() -> None:
+    export = account_export()
+    # 01-10: L1 decided (SQO on 01-01); L2 and L4 undecided (window 30 days): prior 1/1
+    t = lead.build(export, as_of="2026-01-10")
+    k = lead.RATE_PRIOR_STRENGTH
+    assert t.loc["L2", "sdr_sqo_rate"] == pytest.approx((1 + k * 1.0) / (1 + k))
+    assert t.loc["L1", "sdr_sqo_rate"] == pytest.approx(np.nan, nan_ok=True)  # only itself decided
+    # 02-10: L2's window passed without an SQO, L4 became an SQO on 01-20; for L2 itself
+    # only L1 and L4 count (2 of 2), and the prior leaves L2 out too
+    t = lead.build(export, as_of="2026-02-10")
+    assert t.loc["L2", "industry_sqo_rate"] == pytest.approx((1 + 1 + k * 2 / 2) / (2 + k))  # L1, L4 without L2
+    assert t.loc["L2", "source_signal_sqo_rate"] == pytest.approx((1 + k * 1.0) / (1 + k))
+
+
+def test_title_flags_and_no_post_list_columns() -> None:
+    table = lead.build(account_export(), as_of="2026-03-31")
+    assert table.loc["L1", "title_vp"] == 1 and table.loc["L1", "title_sales"] == 1
+    assert table.loc["L2", "title_head"] == 1 and table.loc["L2", "title_it"] == 1
+    assert table.loc["L3", "title_chief"] == 1 and table.loc["L3", "title_finance"] == 1
+    assert np.isnan(table.loc["L4", "title_vp"])
+    assert "title" not in table.columns
+    for leaked in ("meeting", "sqo_at", "is_sqo", "contacted"):
+        assert not [c for c in table.columns if leaked in c and c != "days_since_last_contacted"]
+    assert set(lead.categorical_columns(table)) == {"source", "signal_type", "industry", "sdr_id"}
+
+
+def test_last_contacted_only_at_the_export_date() -> None:
+    assert "days_since_last_contacted" not in lead.build(account_export(), as_of="2026-03-15").columns
+    now = lead.build(account_export(), as_of="2026-03-31")
+    assert now.loc["L3", "days_since_last_contacted"] == 21 and np.isnan(now.loc["L2", "days_since_last_contacted"])
+
+
+def test_later_outcomes_do_not_change_features() -> None:
+    export = account_export()
+    before = lead.build(export, as_of="2026-01-10")
+    leads = export.leads.copy()
+    leads.loc[leads["lead_id"] == "L2", ["sqo_at", "meeting_at"]] = [T("2026-01-11"), T("2026-01-11")]
+    pd.testing.assert_frame_equal(before, lead.build(export.replace(leads=leads), as_of="2026-01-10"))
+
+
+def test_scoring_a_new_list() -> None:
+    new = typed(pd.DataFrame({"lead_id": ["N1", "L2"], "account_id": ["A", "A"], "industry": ["retail", None], "sdr_id": ["S1", "S9"]}))
+    table = lead.build(account_export(), as_of="2026-03-31", leads=new)
+    assert list(table.index) == ["N1", "L2"]
+    assert table.loc["N1", "account_leads_before"] == 3 and table.loc["L2", "account_leads_before"] == 2
+    assert table.loc["N1", "account_sqos_before"] == 1
+    assert "employees" not in table.columns
+
+
+def test_training_set_rows_equal_build_at_creation() -> None:
+    export = random_export(4, n_opportunities=30, n_leads=60)
+    batch = lead.build_training_set(export)
+    assert batch.index.name == "lead_id" and batch.columns[0] == "as_of"
+    assert "days_since_last_contacted" not in batch.columns
+    for lead_id in batch.index[::4]:
+        day = batch.loc[lead_id, "as_of"]
+        one = lead.build(export, as_of=day, leads=export.leads[export.leads["lead_id"] == lead_id])
+        one = one.drop(columns=["days_since_last_contacted"], errors="ignore")
+        pd.testing.assert_frame_equal(batch.loc[[lead_id]].drop(columns="as_of"), one)
+
+
+def test_leads_without_dates_or_opportunities() -> None:
+    leads = typed(pd.DataFrame({"lead_id": ["a", "b"], "is_sqo": [True, False], "industry": ["x", "y"], "employees": [10.0, None]}))
+    export = Export(leads=leads, config=DatasetConfig(exported_at=T("2026-03-31")))
+    batch = lead.build_training_set(export)
+    assert list(batch.columns) == ["as_of", "employees", "industry"]
+    table = lead.build(export, as_of="2026-03-31")
+    assert list(table.columns) == ["employees", "industry"]
+
+
+def test_hand_export_leads() -> None:
+    table = lead.build(hand_export(), as_of="2026-03-10")
+    assert list(table.index) == ["L1"]
+    assert table.loc["L1", "account_open_opportunities"] == 2  # O1 (closed after D) and O2
