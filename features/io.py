@@ -26,7 +26,6 @@ from features.contract import (
     PRIMARY_KEYS,
     TABLES,
     TRUE_WORDS,
-    Column,
     ContractError,
     Problem,
     columns_of,
@@ -133,7 +132,9 @@ class Export:
 
     def stage_probabilities(self) -> dict[str, float]:
         """The CRM's own probability per declared stage (empty if ``dataset.yaml`` has none)."""
-        return {s.name: float(s.probability) for s in self.config.stages if s.probability is not None}
+        return {
+            s.name: float(s.probability) for s in self.config.stages if s.probability is not None
+        }
 
 
 def latest_date(export: Export) -> pd.Timestamp | None:
@@ -162,10 +163,9 @@ def infer_stage_order(export: Export) -> list[str]:
         start = span["created_at"]
         life = (end - start).dt.total_seconds().clip(lower=86400.0)
         h = hist[["opportunity_id", "changed_at", "stage"]].copy()
-        h["share"] = (
-            (h["changed_at"] - h["opportunity_id"].map(start)).dt.total_seconds()
-            / h["opportunity_id"].map(life)
-        )
+        h["share"] = (h["changed_at"] - h["opportunity_id"].map(start)).dt.total_seconds() / h[
+            "opportunity_id"
+        ].map(life)
         first = h.groupby(["opportunity_id", "stage"], observed=True)["share"].min().reset_index()
         order = first.groupby("stage", observed=True)["share"].median().sort_values()
         stages = [str(s) for s in order.index]
@@ -186,7 +186,11 @@ def _closed_stage_names(export: Export) -> set[str]:
         return set()
     open_stages = set(opps.loc[opps["status"] == "open", "stage"].astype(str))
     closed_stages = set(opps.loc[opps["status"] != "open", "stage"].astype(str))
-    return {s for s in closed_stages - open_stages if "closed" in s.lower() or s.lower() in {"won", "lost"}}
+    return {
+        s
+        for s in closed_stages - open_stages
+        if "closed" in s.lower() or s.lower() in {"won", "lost"}
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -227,7 +231,13 @@ def read_raw(path: Path) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise ContractError(
-            [Problem(file=path.name, message=f"cannot be read as a table ({exc})", expected="a CSV with a header row or a Parquet file")]
+            [
+                Problem(
+                    file=path.name,
+                    message=f"cannot be read as a table ({exc})",
+                    expected="a CSV with a header row or a Parquet file",
+                )
+            ]
         ) from None
 
 
@@ -236,7 +246,13 @@ def _line_numbers(path: Path, mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) + offset for i in np.flatnonzero(mask))
 
 
-def _problem(path: Path, column: str | None, message: str, mask: np.ndarray | None = None, expected: str | None = None) -> Problem:
+def _problem(
+    path: Path,
+    column: str | None,
+    message: str,
+    mask: np.ndarray | None = None,
+    expected: str | None = None,
+) -> Problem:
     lines = _line_numbers(path, mask) if mask is not None else ()
     return Problem(
         file=path.name,
@@ -295,7 +311,9 @@ def _to_string(values: pd.Series) -> pd.Series:
     return out.str.strip().replace("", pd.NA)
 
 
-def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iterable[str] = ()) -> tuple[pd.DataFrame, list[Problem]]:
+def coerce_table(
+    raw: pd.DataFrame, table: str, path: Path, extra_required: Iterable[str] = ()
+) -> tuple[pd.DataFrame, list[Problem]]:
     """Give ``raw`` the contract dtypes of ``table``; collect every per-cell problem."""
     problems: list[Problem] = []
     spec = columns_of(table)
@@ -304,7 +322,14 @@ def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iter
     raw.columns = [str(c).strip() for c in raw.columns]
     dupes = raw.columns[raw.columns.duplicated()].tolist()
     if dupes:
-        problems.append(Problem(file=path.name, column=dupes[0], message="the column appears twice in the header", expected="each column once"))
+        problems.append(
+            Problem(
+                file=path.name,
+                column=dupes[0],
+                message="the column appears twice in the header",
+                expected="each column once",
+            )
+        )
         return raw, problems
     missing = [c.name for c in spec.values() if c.required and c.name not in raw.columns]
     missing += [c for c in extra_required if c not in raw.columns and c not in missing]
@@ -334,33 +359,87 @@ def coerce_table(raw: pd.DataFrame, table: str, path: Path, extra_required: Iter
         if col.kind in ("date", "datetime"):
             parsed, bad = _to_datetime(values)
             if bad.any():
-                problems.append(_problem(path, name, f"{int(bad.sum())} value(s) are not dates", bad, expected="ISO 8601 dates such as 2026-03-14 or 2026-03-14T09:30:00"))
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(bad.sum())} value(s) are not dates",
+                        bad,
+                        expected="ISO 8601 dates such as 2026-03-14 or 2026-03-14T09:30:00",
+                    )
+                )
         elif col.kind == "number":
             parsed, bad = _to_number(values)
             if bad.any():
-                problems.append(_problem(path, name, f"{int(bad.sum())} value(s) are not numbers", bad, expected="a plain number such as 12500 or 12500.50"))
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(bad.sum())} value(s) are not numbers",
+                        bad,
+                        expected="a plain number such as 12500 or 12500.50",
+                    )
+                )
             neg = (parsed < 0).fillna(False).to_numpy(dtype=bool)
             if col.non_negative and neg.any():
-                problems.append(_problem(path, name, f"{int(neg.sum())} value(s) are negative", neg, expected="a number ≥ 0"))
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(neg.sum())} value(s) are negative",
+                        neg,
+                        expected="a number ≥ 0",
+                    )
+                )
         elif col.kind == "bool":
             parsed, bad = _to_bool(values)
             if bad.any():
-                problems.append(_problem(path, name, f"{int(bad.sum())} value(s) are not true/false", bad, expected="true/false, yes/no or 1/0"))
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(bad.sum())} value(s) are not true/false",
+                        bad,
+                        expected="true/false, yes/no or 1/0",
+                    )
+                )
         else:
             parsed = _to_string(values)
             if col.choices is not None:
                 lowered = parsed.str.lower()
-                bad = (parsed.notna() & ~lowered.isin(col.choices)).fillna(False).to_numpy(dtype=bool)
+                bad = (
+                    (parsed.notna() & ~lowered.isin(col.choices)).fillna(False).to_numpy(dtype=bool)
+                )
                 if bad.any():
                     found = sorted(set(parsed[bad].astype(str)))[:5]
-                    problems.append(_problem(path, name, f"{int(bad.sum())} value(s) are not allowed (found {', '.join(repr(f) for f in found)})", bad, expected="one of " + " / ".join(col.choices)))
+                    problems.append(
+                        _problem(
+                            path,
+                            name,
+                            f"{int(bad.sum())} value(s) are not allowed (found {', '.join(repr(f) for f in found)})",
+                            bad,
+                            expected="one of " + " / ".join(col.choices),
+                        )
+                    )
                 parsed = lowered
         if col.not_null:
             # an unparsable cell is reported as such above, not also as empty
-            source = parsed if col.kind == "string" else values.astype("string").str.strip().replace("", pd.NA)
+            source = (
+                parsed
+                if col.kind == "string"
+                else values.astype("string").str.strip().replace("", pd.NA)
+            )
             empty = source.isna().to_numpy(dtype=bool)
             if empty.any() and name not in missing:
-                problems.append(_problem(path, name, f"{int(empty.sum())} row(s) leave it empty", empty, expected="a value on every row"))
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(empty.sum())} row(s) leave it empty",
+                        empty,
+                        expected="a value on every row",
+                    )
+                )
         out[name] = parsed
     return out, problems
 
@@ -375,7 +454,13 @@ def read_config(folder: Path) -> DatasetConfig:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ContractError([Problem(file=path.name, message=f"is not valid YAML ({exc})", expected="a YAML mapping")]) from None
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name, message=f"is not valid YAML ({exc})", expected="a YAML mapping"
+                )
+            ]
+        ) from None
     return parse_config(data, path.name)
 
 
@@ -383,56 +468,143 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
     """A :class:`DatasetConfig` from the mapping of a ``dataset.yaml``."""
     problems: list[Problem] = []
     if not isinstance(data, dict):
-        raise ContractError([Problem(file=file, message="is not a mapping", expected="keys such as exported_at, stages")])
+        raise ContractError(
+            [
+                Problem(
+                    file=file,
+                    message="is not a mapping",
+                    expected="keys such as exported_at, stages",
+                )
+            ]
+        )
     cfg = DatasetConfig()
     known = {"exported_at", "fiscal_year_start_month", "sqo_window_days", "stages", "features"}
     unknown = sorted(set(map(str, data)) - known)
     if unknown:
-        problems.append(Problem(file=file, column=unknown[0], message="unknown key", expected="one of " + ", ".join(sorted(known))))
+        problems.append(
+            Problem(
+                file=file,
+                column=unknown[0],
+                message="unknown key",
+                expected="one of " + ", ".join(sorted(known)),
+            )
+        )
     if data.get("exported_at") is not None:
         try:
             value = data["exported_at"]
-            ts = pd.Timestamp(value.isoformat() if isinstance(value, (date, datetime)) else str(value))
+            ts = pd.Timestamp(
+                value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+            )
             if ts.tzinfo is not None:
                 ts = ts.tz_convert("UTC").tz_localize(None)
             cfg.exported_at = ts.normalize()
         except (ValueError, TypeError):
-            problems.append(Problem(file=file, column="exported_at", message=f"{data['exported_at']!r} is not a date", expected="an ISO date such as 2026-11-01"))
+            problems.append(
+                Problem(
+                    file=file,
+                    column="exported_at",
+                    message=f"{data['exported_at']!r} is not a date",
+                    expected="an ISO date such as 2026-11-01",
+                )
+            )
     month = data.get("fiscal_year_start_month", 1)
     if not isinstance(month, int) or not 1 <= month <= 12:
-        problems.append(Problem(file=file, column="fiscal_year_start_month", message=f"{month!r} is not a month", expected="a whole number from 1 to 12"))
+        problems.append(
+            Problem(
+                file=file,
+                column="fiscal_year_start_month",
+                message=f"{month!r} is not a month",
+                expected="a whole number from 1 to 12",
+            )
+        )
     else:
         cfg.fiscal_year_start_month = month
     window = data.get("sqo_window_days", 90)
     if not isinstance(window, int) or window <= 0:
-        problems.append(Problem(file=file, column="sqo_window_days", message=f"{window!r} is not a number of days", expected="a whole number > 0"))
+        problems.append(
+            Problem(
+                file=file,
+                column="sqo_window_days",
+                message=f"{window!r} is not a number of days",
+                expected="a whole number > 0",
+            )
+        )
     else:
         cfg.sqo_window_days = window
     stages = data.get("stages") or []
     if not isinstance(stages, list):
-        problems.append(Problem(file=file, column="stages", message="is not a list", expected="a list of {name, probability}"))
+        problems.append(
+            Problem(
+                file=file,
+                column="stages",
+                message="is not a list",
+                expected="a list of {name, probability}",
+            )
+        )
         stages = []
     seen: set[str] = set()
     for i, s in enumerate(stages, start=1):
         if not isinstance(s, dict) or not s.get("name"):
-            problems.append(Problem(file=file, column="stages", message=f"entry {i} has no name", expected="{name: Discovery, probability: 0.1}"))
+            problems.append(
+                Problem(
+                    file=file,
+                    column="stages",
+                    message=f"entry {i} has no name",
+                    expected="{name: Discovery, probability: 0.1}",
+                )
+            )
             continue
         name = str(s["name"])
         prob = s.get("probability")
         if prob is not None and (not isinstance(prob, (int, float)) or not 0 <= prob <= 1):
-            problems.append(Problem(file=file, column="stages", message=f"stage {name!r} has probability {prob!r}", expected="a probability from 0 to 1"))
+            problems.append(
+                Problem(
+                    file=file,
+                    column="stages",
+                    message=f"stage {name!r} has probability {prob!r}",
+                    expected="a probability from 0 to 1",
+                )
+            )
             prob = None
         if name in seen:
-            problems.append(Problem(file=file, column="stages", message=f"stage {name!r} is listed twice", expected="each stage once"))
+            problems.append(
+                Problem(
+                    file=file,
+                    column="stages",
+                    message=f"stage {name!r} is listed twice",
+                    expected="each stage once",
+                )
+            )
         seen.add(name)
-        cfg.stages.append(StageDef(name=name, probability=None if prob is None else float(prob), won=bool(s.get("won", False)), lost=bool(s.get("lost", False))))
+        cfg.stages.append(
+            StageDef(
+                name=name,
+                probability=None if prob is None else float(prob),
+                won=bool(s.get("won", False)),
+                lost=bool(s.get("lost", False)),
+            )
+        )
     feats = data.get("features") or {}
     if not isinstance(feats, dict) or not all(isinstance(v, list) for v in feats.values()):
-        problems.append(Problem(file=file, column="features", message="is not a mapping of table to column list", expected="features: {opportunities: [competitor]}"))
+        problems.append(
+            Problem(
+                file=file,
+                column="features",
+                message="is not a mapping of table to column list",
+                expected="features: {opportunities: [competitor]}",
+            )
+        )
     else:
         bad_tables = sorted(set(feats) - {"opportunities", "leads"})
         if bad_tables:
-            problems.append(Problem(file=file, column="features", message=f"names an unknown table {bad_tables[0]!r}", expected="opportunities or leads"))
+            problems.append(
+                Problem(
+                    file=file,
+                    column="features",
+                    message=f"names an unknown table {bad_tables[0]!r}",
+                    expected="opportunities or leads",
+                )
+            )
         cfg.features = {str(k): [str(c) for c in v] for k, v in feats.items()}
     if problems:
         raise ContractError(problems)
@@ -459,7 +631,9 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder. Give --data the folder of a CRM export (see data-contract.md), or create a demo one with `pipecast simulate --out {folder}`.")
+        raise InputError(
+            f"{folder}: no such folder. Give --data the folder of a CRM export (see data-contract.md), or create a demo one with `pipecast simulate --out {folder}`."
+        )
     config = read_config(folder)
     problems: list[Problem] = []
     frames: dict[str, pd.DataFrame] = {}
@@ -480,10 +654,27 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
         files[name] = file
     for name in require:
         if name not in files and not any(p.file.startswith(name) for p in problems):
-            problems.append(Problem(file=f"{name}.csv", message=f"is missing from {folder}", expected=f"a {name}.csv or {name}.parquet file"))
+            problems.append(
+                Problem(
+                    file=f"{name}.csv",
+                    message=f"is missing from {folder}",
+                    expected=f"a {name}.csv or {name}.parquet file",
+                )
+            )
     if not files and not problems:
-        problems.append(Problem(file=str(folder), message="holds no CRM export files", expected="opportunities.csv and/or leads.csv (see data-contract.md)"))
-    structural = any(p.message.startswith(("a required column", "the column appears", "cannot be read", "both files")) for p in problems)
+        problems.append(
+            Problem(
+                file=str(folder),
+                message="holds no CRM export files",
+                expected="opportunities.csv and/or leads.csv (see data-contract.md)",
+            )
+        )
+    structural = any(
+        p.message.startswith(
+            ("a required column", "the column appears", "cannot be read", "both files")
+        )
+        for p in problems
+    )
     if not structural:
         problems.extend(check_relations(frames, files, config))
     if problems:
@@ -492,7 +683,9 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
     return export
 
 
-def check_relations(frames: dict[str, pd.DataFrame], files: dict[str, Path], config: DatasetConfig) -> list[Problem]:
+def check_relations(
+    frames: dict[str, pd.DataFrame], files: dict[str, Path], config: DatasetConfig
+) -> list[Problem]:
     """Rules across rows and files: keys, dates in order, closed deals with a close date, …"""
     problems: list[Problem] = []
     for table, key in PRIMARY_KEYS.items():
@@ -502,57 +695,151 @@ def check_relations(frames: dict[str, pd.DataFrame], files: dict[str, Path], con
             dup = (keys.notna() & keys.duplicated(keep=False)).to_numpy(dtype=bool)
             if dup.any():
                 ids = frames[table].loc[dup, key].astype(str).unique()[:3]
-                problems.append(_problem(files[table], key, f"{len(frames[table].loc[dup, key].unique())} id(s) appear on more than one row (e.g. {', '.join(ids)})", dup, expected="each id once"))
+                problems.append(
+                    _problem(
+                        files[table],
+                        key,
+                        f"{len(frames[table].loc[dup, key].unique())} id(s) appear on more than one row (e.g. {', '.join(ids)})",
+                        dup,
+                        expected="each id once",
+                    )
+                )
     opps = frames.get("opportunities")
     if opps is not None:
         f = files["opportunities"]
         closed = opps["status"].isin(["won", "lost"]).to_numpy(dtype=bool)
-        no_close = closed & opps["closed_at"].isna().to_numpy(dtype=bool) if "closed_at" in opps else closed
+        no_close = (
+            closed & opps["closed_at"].isna().to_numpy(dtype=bool)
+            if "closed_at" in opps
+            else closed
+        )
         if no_close.any():
-            problems.append(_problem(f, "closed_at", f"{int(no_close.sum())} won/lost deal(s) have no close date", no_close, expected="closed_at on every won or lost deal"))
+            problems.append(
+                _problem(
+                    f,
+                    "closed_at",
+                    f"{int(no_close.sum())} won/lost deal(s) have no close date",
+                    no_close,
+                    expected="closed_at on every won or lost deal",
+                )
+            )
         if "closed_at" in opps:
-            open_with = (opps["status"] == "open").to_numpy(dtype=bool) & opps["closed_at"].notna().to_numpy(dtype=bool)
+            open_with = (opps["status"] == "open").to_numpy(dtype=bool) & opps[
+                "closed_at"
+            ].notna().to_numpy(dtype=bool)
             if open_with.any():
-                problems.append(_problem(f, "closed_at", f"{int(open_with.sum())} open deal(s) have a close date", open_with, expected="closed_at empty while status is open"))
-            before = (opps["closed_at"].dt.normalize() < opps["created_at"].dt.normalize()).fillna(False).to_numpy(dtype=bool)
+                problems.append(
+                    _problem(
+                        f,
+                        "closed_at",
+                        f"{int(open_with.sum())} open deal(s) have a close date",
+                        open_with,
+                        expected="closed_at empty while status is open",
+                    )
+                )
+            before = (
+                (opps["closed_at"].dt.normalize() < opps["created_at"].dt.normalize())
+                .fillna(False)
+                .to_numpy(dtype=bool)
+            )
             if before.any():
-                problems.append(_problem(f, "closed_at", f"{int(before.sum())} deal(s) close before they were created", before, expected="closed_at ≥ created_at"))
+                problems.append(
+                    _problem(
+                        f,
+                        "closed_at",
+                        f"{int(before.sum())} deal(s) close before they were created",
+                        before,
+                        expected="closed_at ≥ created_at",
+                    )
+                )
         declared = {s.name for s in config.stages}
         if declared:
             unknown = (opps["stage"].notna() & ~opps["stage"].isin(declared)).to_numpy(dtype=bool)
             if unknown.any():
                 names = sorted(set(opps.loc[unknown, "stage"].astype(str)))[:5]
-                problems.append(_problem(f, "stage", f"{int(unknown.sum())} deal(s) have a stage not declared in dataset.yaml ({', '.join(names)})", unknown, expected="one of " + ", ".join(sorted(declared))))
+                problems.append(
+                    _problem(
+                        f,
+                        "stage",
+                        f"{int(unknown.sum())} deal(s) have a stage not declared in dataset.yaml ({', '.join(names)})",
+                        unknown,
+                        expected="one of " + ", ".join(sorted(declared)),
+                    )
+                )
     hist = frames.get("stage_history")
     if hist is not None:
         f = files["stage_history"]
         if opps is None:
-            problems.append(Problem(file=f.name, message="has no opportunities file to belong to", expected="opportunities.csv beside it"))
+            problems.append(
+                Problem(
+                    file=f.name,
+                    message="has no opportunities file to belong to",
+                    expected="opportunities.csv beside it",
+                )
+            )
         else:
             hist_ids = hist["opportunity_id"]
-            unknown = (hist_ids.notna() & ~hist_ids.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
+            unknown = (hist_ids.notna() & ~hist_ids.isin(opps["opportunity_id"])).to_numpy(
+                dtype=bool
+            )
             if unknown.any():
                 ids = hist.loc[unknown, "opportunity_id"].astype(str).unique()[:3]
-                problems.append(_problem(f, "opportunity_id", f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})", unknown, expected="an opportunity_id present in the opportunities file"))
+                problems.append(
+                    _problem(
+                        f,
+                        "opportunity_id",
+                        f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})",
+                        unknown,
+                        expected="an opportunity_id present in the opportunities file",
+                    )
+                )
             declared = {s.name for s in config.stages}
             if declared:
                 bad = (hist["stage"].notna() & ~hist["stage"].isin(declared)).to_numpy(dtype=bool)
                 if bad.any():
                     names = sorted(set(hist.loc[bad, "stage"].astype(str)))[:5]
-                    problems.append(_problem(f, "stage", f"{int(bad.sum())} row(s) have a stage not declared in dataset.yaml ({', '.join(names)})", bad, expected="one of " + ", ".join(sorted(declared))))
+                    problems.append(
+                        _problem(
+                            f,
+                            "stage",
+                            f"{int(bad.sum())} row(s) have a stage not declared in dataset.yaml ({', '.join(names)})",
+                            bad,
+                            expected="one of " + ", ".join(sorted(declared)),
+                        )
+                    )
     acts = frames.get("activities")
     if acts is not None:
         f = files["activities"]
-        opp_col = acts["opportunity_id"] if "opportunity_id" in acts else pd.Series(pd.NA, index=acts.index)
+        opp_col = (
+            acts["opportunity_id"]
+            if "opportunity_id" in acts
+            else pd.Series(pd.NA, index=acts.index)
+        )
         lead_col = acts["lead_id"] if "lead_id" in acts else pd.Series(pd.NA, index=acts.index)
         neither = (opp_col.isna() & lead_col.isna()).to_numpy(dtype=bool)
         if neither.any():
-            problems.append(_problem(f, "opportunity_id", f"{int(neither.sum())} activit(ies) belong to no opportunity and no lead", neither, expected="an opportunity_id or a lead_id on every row"))
+            problems.append(
+                _problem(
+                    f,
+                    "opportunity_id",
+                    f"{int(neither.sum())} activit(ies) belong to no opportunity and no lead",
+                    neither,
+                    expected="an opportunity_id or a lead_id on every row",
+                )
+            )
         if opps is not None and "opportunity_id" in acts:
             unknown = (opp_col.notna() & ~opp_col.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
             if unknown.any():
                 ids = acts.loc[unknown, "opportunity_id"].astype(str).unique()[:3]
-                problems.append(_problem(f, "opportunity_id", f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})", unknown, expected="an opportunity_id present in the opportunities file"))
+                problems.append(
+                    _problem(
+                        f,
+                        "opportunity_id",
+                        f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})",
+                        unknown,
+                        expected="an opportunity_id present in the opportunities file",
+                    )
+                )
     leads = frames.get("leads")
     if leads is not None:
         problems.extend(check_leads(leads, files["leads"]))
@@ -565,29 +852,64 @@ def check_leads(leads: pd.DataFrame, path: Path) -> list[Problem]:
     has_created = "created_at" in leads
     has_label = "is_sqo" in leads
     if not has_created and not has_label:
-        return [Problem(file=path.name, column="created_at", message="a lead list needs created_at (or, where dates are unknown, is_sqo)", expected="a created_at column")]
+        return [
+            Problem(
+                file=path.name,
+                column="created_at",
+                message="a lead list needs created_at (or, where dates are unknown, is_sqo)",
+                expected="a created_at column",
+            )
+        ]
     if has_created and not has_label:
         empty = leads["created_at"].isna().to_numpy(dtype=bool)
         if empty.any():
-            problems.append(_problem(path, "created_at", f"{int(empty.sum())} lead(s) have no created_at", empty, expected="the day each lead was added to a list"))
+            problems.append(
+                _problem(
+                    path,
+                    "created_at",
+                    f"{int(empty.sum())} lead(s) have no created_at",
+                    empty,
+                    expected="the day each lead was added to a list",
+                )
+            )
     if has_created and "sqo_at" in leads:
         before = (leads["sqo_at"] < leads["created_at"]).fillna(False).to_numpy(dtype=bool)
         if before.any():
-            problems.append(_problem(path, "sqo_at", f"{int(before.sum())} lead(s) became SQOs before they were created", before, expected="sqo_at ≥ created_at"))
+            problems.append(
+                _problem(
+                    path,
+                    "sqo_at",
+                    f"{int(before.sum())} lead(s) became SQOs before they were created",
+                    before,
+                    expected="sqo_at ≥ created_at",
+                )
+            )
     return problems
 
 
-def read_leads_file(path: str | os.PathLike[str], *, extra_columns: Iterable[str] = ()) -> pd.DataFrame:
+def read_leads_file(
+    path: str | os.PathLike[str], *, extra_columns: Iterable[str] = ()
+) -> pd.DataFrame:
     """A lead list to score (contract ``leads`` columns; labels not needed)."""
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"{file}: no such file. Give the lead list to score as a CSV or Parquet file with a lead_id column.")
+        raise InputError(
+            f"{file}: no such file. Give the lead list to score as a CSV or Parquet file with a lead_id column."
+        )
     raw = read_raw(file)
     df, problems = coerce_table(raw, "leads", file, extra_required=extra_columns)
     if not problems:
         dup = df["lead_id"].duplicated(keep=False).to_numpy(dtype=bool)
         if dup.any():
-            problems.append(_problem(file, "lead_id", "some lead ids appear on more than one row", dup, expected="each lead once"))
+            problems.append(
+                _problem(
+                    file,
+                    "lead_id",
+                    "some lead ids appear on more than one row",
+                    dup,
+                    expected="each lead once",
+                )
+            )
     if problems:
         raise ContractError(problems)
     return df
@@ -607,7 +929,9 @@ def _format_for_csv(df: pd.DataFrame) -> pd.DataFrame:
             fmt = "%Y-%m-%dT%H:%M:%S" if has_time else "%Y-%m-%d"
             out[name] = s.dt.strftime(fmt)
         elif isinstance(s.dtype, pd.BooleanDtype) or pd.api.types.is_bool_dtype(s):
-            out[name] = s.map(lambda v: "" if pd.isna(v) else ("true" if v else "false")).astype("string")
+            out[name] = s.map(lambda v: "" if pd.isna(v) else ("true" if v else "false")).astype(
+                "string"
+            )
     return out
 
 
@@ -644,7 +968,9 @@ def write_export(export: Export, folder: str | os.PathLike[str], *, fmt: str = "
     try:
         for name, df in export.tables().items():
             write_table(df, staging / f"{name}.{fmt}")
-        (staging / "dataset.yaml").write_text(yaml.safe_dump(export.config.to_yaml_dict(), sort_keys=False), encoding="utf-8")
+        (staging / "dataset.yaml").write_text(
+            yaml.safe_dump(export.config.to_yaml_dict(), sort_keys=False), encoding="utf-8"
+        )
         target.mkdir(parents=True, exist_ok=True)
         for item in staging.iterdir():
             dest = target / item.name

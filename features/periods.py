@@ -68,7 +68,9 @@ def quarter_end_days(dates: pd.Series, fiscal_year_start_month: int = 1) -> pd.S
     months_into = (d.dt.month - fiscal_year_start_month) % 3
     first_of_month = d - pd.to_timedelta(d.dt.day - 1, unit="D")
     # add (3 - months_into) months to the first of the month, minus one day
-    values = first_of_month.to_numpy(dtype="datetime64[M]") + (3 - months_into.fillna(0).to_numpy(dtype=np.int64)).astype("timedelta64[M]")
+    values = first_of_month.to_numpy(dtype="datetime64[M]") + (
+        3 - months_into.fillna(0).to_numpy(dtype=np.int64)
+    ).astype("timedelta64[M]")
     end = pd.Series(values.astype("datetime64[ns]"), index=d.index) - pd.Timedelta(days=1)
     return end.where(d.notna())
 
@@ -84,7 +86,9 @@ def parse_period(text: str, fiscal_year_start_month: int = 1) -> Period:
     value = str(text).strip()
     if m := _QUARTER.match(value):
         fy, q = int(m.group(1)), int(m.group(2))
-        start = pd.Timestamp(year=fy, month=fiscal_year_start_month, day=1) + pd.DateOffset(months=3 * (q - 1))
+        start = pd.Timestamp(year=fy, month=fiscal_year_start_month, day=1) + pd.DateOffset(
+            months=3 * (q - 1)
+        )
         period = fiscal_quarter(pd.Timestamp(start), fiscal_year_start_month)
         return Period(start=period.start, end=period.end, label=f"{fy}-Q{q}")
     if m := _MONTH.match(value):

@@ -22,8 +22,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-import_app = typer.Typer(help="Turn another CRM export into the pipecast contract.", no_args_is_help=True)
-score_app = typer.Typer(help="Score open opportunities or a lead list with the champion models.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Turn another CRM export into the pipecast contract.", no_args_is_help=True
+)
+score_app = typer.Typer(
+    help="Score open opportunities or a lead list with the champion models.", no_args_is_help=True
+)
 app.add_typer(import_app, name="import")
 app.add_typer(score_app, name="score")
 
@@ -91,8 +95,13 @@ def _data_dir(data: Path | None) -> Path:
     return data if data is not None else _settings().data_dir
 
 
-DataOpt = Annotated[Path | None, typer.Option("--data", help="CRM export folder (default: PIPECAST_DATA_DIR).")]
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Point in time, YYYY-MM-DD (default: the export date).")]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="CRM export folder (default: PIPECAST_DATA_DIR).")
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Point in time, YYYY-MM-DD (default: the export date)."),
+]
 
 
 # ----------------------------------------------------------------------------------------
@@ -103,9 +112,15 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Point in time, YYY
 @app.command()
 @handle_errors
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic export to.")],
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same export.")] = 7,
-    opportunities: Annotated[int, typer.Option("--opportunities", min=50, help="About how many opportunities.")] = 16000,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the synthetic export to.")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives the same export.")
+    ] = 7,
+    opportunities: Annotated[
+        int, typer.Option("--opportunities", min=50, help="About how many opportunities.")
+    ] = 16000,
     leads: Annotated[int, typer.Option("--leads", min=100, help="How many list leads.")] = 60000,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
@@ -145,13 +160,18 @@ def import_maven_crm(
 
     export = maven_crm.convert(src)
     write_export(export, out_dir)
-    err.print(f"[green]wrote[/] {out_dir}: {0 if export.opportunities is None else len(export.opportunities)} opportunities", highlight=False)
+    err.print(
+        f"[green]wrote[/] {out_dir}: {0 if export.opportunities is None else len(export.opportunities)} opportunities",
+        highlight=False,
+    )
 
 
 @import_app.command("bank-marketing")
 @handle_errors
 def import_bank_marketing(
-    src: Annotated[Path, typer.Argument(help="bank-additional-full.csv, bank-full.csv or their folder.")],
+    src: Annotated[
+        Path, typer.Argument(help="bank-additional-full.csv, bank-full.csv or their folder.")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract export to.")],
 ) -> None:
     """Import the UCI bank-marketing campaigns as leads (``duration`` dropped: it leaks)."""
@@ -160,14 +180,21 @@ def import_bank_marketing(
 
     export = bank_marketing.convert(src)
     write_export(export, out_dir)
-    err.print(f"[green]wrote[/] {out_dir}: {0 if export.leads is None else len(export.leads)} leads", highlight=False)
+    err.print(
+        f"[green]wrote[/] {out_dir}: {0 if export.leads is None else len(export.leads)} leads",
+        highlight=False,
+    )
 
 
 @import_app.command("csv")
 @handle_errors
 def import_csv(
-    src: Annotated[Path, typer.Argument(help="A report export file or folder (Salesforce, HubSpot, …).")],
-    mapping: Annotated[Path, typer.Option("--mapping", help="Mapping YAML (see features/adapters/mappings/).")],
+    src: Annotated[
+        Path, typer.Argument(help="A report export file or folder (Salesforce, HubSpot, …).")
+    ],
+    mapping: Annotated[
+        Path, typer.Option("--mapping", help="Mapping YAML (see features/adapters/mappings/).")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract export to.")],
 ) -> None:
     """Rename and convert the columns of a CRM report export with a mapping file."""
@@ -189,9 +216,13 @@ def import_csv(
 @handle_errors
 def features(
     out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
-    as_of: Annotated[str, typer.Option("--as-of", help="Point in time, YYYY-MM-DD (end of that day).")],
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Point in time, YYYY-MM-DD (end of that day).")
+    ],
     data: DataOpt = None,
-    leads: Annotated[bool, typer.Option("--leads", help="Lead features instead of opportunity features.")] = False,
+    leads: Annotated[
+        bool, typer.Option("--leads", help="Lead features instead of opportunity features.")
+    ] = False,
 ) -> None:
     """Point-in-time feature table of the opportunities open (or leads listed) at --as-of."""
     from features.io import read_export, write_table
@@ -203,7 +234,10 @@ def features(
     export = read_export(_data_dir(data), require=("leads",) if leads else ("opportunities",))
     table = build_leads(export, as_of=when) if leads else build_opps(export, as_of=when)
     write_table(table.reset_index(), out_file)
-    err.print(f"[green]wrote[/] {out_file}: {len(table)} rows × {table.shape[1]} features", highlight=False)
+    err.print(
+        f"[green]wrote[/] {out_file}: {len(table)} rows × {table.shape[1]} features",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -224,13 +258,22 @@ def score_opportunities(
     out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
     data: DataOpt = None,
     as_of: AsOfOpt = None,
-    period: Annotated[str | None, typer.Option("--period", help="2026-Q3, 2026-07 or 2026-07-01:2026-09-30 (default: the quarter of --as-of).")] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            "--period",
+            help="2026-Q3, 2026-07 or 2026-07-01:2026-09-30 (default: the quarter of --as-of).",
+        ),
+    ] = None,
 ) -> None:
     """Score every opportunity open at --as-of with the champion close-probability model."""
-    from features.io import write_table
     from serving.scoring import score_opportunities_cli
 
-    table = score_opportunities_cli(_settings(), data_dir=_data_dir(data), as_of=as_of, period=period)
+    from features.io import write_table
+
+    table = score_opportunities_cli(
+        _settings(), data_dir=_data_dir(data), as_of=as_of, period=period
+    )
     write_table(table, out_file)
     err.print(f"[green]wrote[/] {out_file}: {len(table)} open opportunities", highlight=False)
 
@@ -238,14 +281,17 @@ def score_opportunities(
 @score_app.command("leads")
 @handle_errors
 def score_leads(
-    file: Annotated[Path, typer.Argument(help="Lead list (CSV or Parquet) with contract lead columns.")],
+    file: Annotated[
+        Path, typer.Argument(help="Lead list (CSV or Parquet) with contract lead columns.")
+    ],
     out_file: Annotated[Path, typer.Option("--out", help="CSV or .parquet file to write.")],
     data: DataOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
     """Rank a lead list by the champion SQO-likelihood model, best first."""
-    from features.io import write_table
     from serving.scoring import score_leads_cli
+
+    from features.io import write_table
 
     table = score_leads_cli(_settings(), leads_file=file, data_dir=data, as_of=as_of)
     write_table(table, out_file)
@@ -262,7 +308,13 @@ def score_leads(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    prepare: Annotated[bool, typer.Option("--prepare", help="First generate the demo export if it is missing and train if no champion model is registered.")] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="First generate the demo export if it is missing and train if no champion model is registered.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
