@@ -476,7 +476,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
     meet_logit = (-2.05 + 0.75 * sig + _effect(seniority, SENIORITY, 1) + 0.8 * fit + size
                   + _effect(source, LEAD_SOURCES) + sdr_skill[sdr]
                   + np.where(sequence == "cold-9-touch", 0.10, 0.0) + rng.normal(0, 0.20, n))
-    sqo_logit = (-0.95 + 0.70 * sig + _effect(seniority, SENIORITY, 2) + 0.9 * fit
+    sqo_logit = (-1.20 + 0.70 * sig + _effect(seniority, SENIORITY, 2) + 0.9 * fit
                  + 0.6 * sdr_skill[sdr] + rng.normal(0, 0.20, n))
     dnc = rng.random(n) < 0.012
     p_meet = np.where(dnc, 0.0, _sigmoid(meet_logit))
@@ -780,6 +780,10 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
         "final_closed_at": _as_date(close_day[o]),
     })
     truth_leads = pd.DataFrame({"lead_id": lead_id[lo], "p_sqo": L["p_sqo"][lo]})
+    for df in (snaps, truth_opps, truth_leads):  # text as the export's text: pandas strings
+        for col in df.columns:
+            if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+                df[col] = df[col].astype("string")
     _tick(progress, task)
     return Simulation(export=export, truth={"opportunities": truth_opps,
                                            "opportunity_snapshots": snaps, "leads": truth_leads})
