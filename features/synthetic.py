@@ -142,7 +142,7 @@ class SegmentProcess:
 SEGMENT_PROCESSES = {
     "SMB": SegmentProcess(
         "SMB", share=0.45, start=(0.35, 0.45, 0.20), advance=(0.30, 0.20, 0.10), win=(-1.10, 0.40),
-        loss=(0.05, -0.30, -0.60, -0.70), stale_after=3, stale_slope=0.30, old_after=8, old_slope=0.12,
+        loss=(0.00, -0.35, -0.65, -0.75), stale_after=3, stale_slope=0.30, old_after=8, old_slope=0.12,
         max_age=20, amount_median=12_000, cycle_days=18, activity_rate=3.0),
     "Mid-Market": SegmentProcess(
         "Mid-Market", share=0.35, start=(0.70, 0.30, 0.0), advance=(-1.00, -1.10, -1.20), win=(-3.20, -1.20),
@@ -150,7 +150,7 @@ SEGMENT_PROCESSES = {
         max_age=34, amount_median=45_000, cycle_days=38, activity_rate=3.5),
     "Enterprise": SegmentProcess(
         "Enterprise", share=0.20, start=(0.80, 0.20, 0.0), advance=(-2.30, -2.50, -2.60), win=(-4.20, -2.10),
-        loss=(-2.60, -3.70, -4.00, -4.00), stale_after=8, stale_slope=0.15, old_after=26, old_slope=0.08,
+        loss=(-2.35, -3.45, -3.75, -3.75), stale_after=8, stale_slope=0.15, old_after=26, old_slope=0.08,
         max_age=56, amount_median=80_000, cycle_days=95, activity_rate=4.0),
 }
 
@@ -476,7 +476,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
     meet_logit = (-2.05 + 0.75 * sig + _effect(seniority, SENIORITY, 1) + 0.8 * fit + size
                   + _effect(source, LEAD_SOURCES) + sdr_skill[sdr]
                   + np.where(sequence == "cold-9-touch", 0.10, 0.0) + rng.normal(0, 0.20, n))
-    sqo_logit = (-1.20 + 0.70 * sig + _effect(seniority, SENIORITY, 2) + 0.9 * fit
+    sqo_logit = (-1.30 + 0.90 * sig + _effect(seniority, SENIORITY, 2) + 0.9 * fit
                  + 0.6 * sdr_skill[sdr] + rng.normal(0, 0.20, n))
     dnc = rng.random(n) < 0.012
     p_meet = np.where(dnc, 0.0, _sigmoid(meet_logit))
@@ -554,6 +554,7 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     for s in SEGMENTS:
         at = np.flatnonzero(seg == s)
         skill = rng.normal(0, 0.35, n_ae[s])
+        skill -= skill.mean()  # a team's average AE is average: keeps rates stable across seeds
         pick = rng.integers(0, n_ae[s], len(at))
         owner[at] = np.array([f"AE-{ae_offset + i + 1:03d}" for i in range(n_ae[s])], dtype=object)[pick]
         owner_skill[at] = skill[pick]
