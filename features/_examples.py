@@ -8,6 +8,7 @@ strategies (``draw(st.integers(lo, hi))``), which can then shrink a failing expo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,10 @@ def example_export(
     60 days). Accounts, owners and SDRs come from small pools so that rates and account
     history have something to count.
     """
-    opp_rows, hist_rows, act_rows, lead_rows = [], [], [], []
+    opp_rows: list[dict[str, Any]] = []
+    hist_rows: list[tuple[Any, ...]] = []
+    act_rows: list[tuple[Any, ...]] = []
+    lead_rows: list[dict[str, Any]] = []
     for i in range(n_opportunities):
         created = START + pd.Timedelta(days=randint(0, SPAN_DAYS - 5))
         outcome = randint(0, 2)  # 0 open, 1 won, 2 lost

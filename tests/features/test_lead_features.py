@@ -21,7 +21,9 @@ def account_export() -> Export:
             {
                 "lead_id": ["L1", "L2", "L3", "L4"],
                 "account_id": ["A", "A", "A", "B"],
-                "created_at": pd.to_datetime(["2026-01-01", "2026-01-05", "2026-03-01", "2026-01-01"]),
+                "created_at": pd.to_datetime(
+                    ["2026-01-01", "2026-01-05", "2026-03-01", "2026-01-01"]
+                ),
                 "sqo_at": pd.to_datetime(["2026-01-01", None, None, "2026-01-20"]),
                 "meeting_at": pd.to_datetime(["2026-01-01", "2026-01-06", None, None]),
                 "source": ["inbound", "inbound", "inbound", "outbound"],
@@ -47,7 +49,11 @@ def account_export() -> Export:
             }
         )
     )
-    return Export(opportunities=opps, leads=leads, config=DatasetConfig(exported_at=T("2026-03-31"), sqo_window_days=30))
+    return Export(
+        opportunities=opps,
+        leads=leads,
+        config=DatasetConfig(exported_at=T("2026-03-31"), sqo_window_days=30),
+    )
 
 
 def test_account_history_excludes_the_lead_itself() -> None:
@@ -72,7 +78,9 @@ def test_similar_lead_rates_count_decided_labels_only() -> None:
     # 02-10: L2's window passed without an SQO, L4 became an SQO on 01-20; for L2 itself
     # only L1 and L4 count (2 of 2), and the prior leaves L2 out too
     t = lead.build(export, as_of="2026-02-10")
-    assert t.loc["L2", "industry_sqo_rate"] == pytest.approx((1 + 1 + k * 2 / 2) / (2 + k))  # L1, L4 without L2
+    assert t.loc["L2", "industry_sqo_rate"] == pytest.approx(
+        (1 + 1 + k * 2 / 2) / (2 + k)
+    )  # L1, L4 without L2
     assert t.loc["L2", "source_signal_sqo_rate"] == pytest.approx((1 + k * 1.0) / (1 + k))
 
 
@@ -89,24 +97,45 @@ def test_title_flags_and_no_post_list_columns() -> None:
 
 
 def test_last_contacted_only_at_the_export_date() -> None:
-    assert "days_since_last_contacted" not in lead.build(account_export(), as_of="2026-03-15").columns
+    assert (
+        "days_since_last_contacted" not in lead.build(account_export(), as_of="2026-03-15").columns
+    )
     now = lead.build(account_export(), as_of="2026-03-31")
-    assert now.loc["L3", "days_since_last_contacted"] == 21 and np.isnan(now.loc["L2", "days_since_last_contacted"])
+    assert now.loc["L3", "days_since_last_contacted"] == 21 and np.isnan(
+        now.loc["L2", "days_since_last_contacted"]
+    )
 
 
 def test_later_outcomes_do_not_change_features() -> None:
     export = account_export()
     before = lead.build(export, as_of="2026-01-10")
     leads = export.leads.copy()
-    leads.loc[leads["lead_id"] == "L2", ["sqo_at", "meeting_at"]] = [T("2026-01-11"), T("2026-01-11")]
-    pd.testing.assert_frame_equal(before, lead.build(export.replace(leads=leads), as_of="2026-01-10"))
+    leads.loc[leads["lead_id"] == "L2", ["sqo_at", "meeting_at"]] = [
+        T("2026-01-11"),
+        T("2026-01-11"),
+    ]
+    pd.testing.assert_frame_equal(
+        before, lead.build(export.replace(leads=leads), as_of="2026-01-10")
+    )
 
 
 def test_scoring_a_new_list() -> None:
-    new = typed(pd.DataFrame({"lead_id": ["N1", "L2"], "account_id": ["A", "A"], "industry": ["retail", None], "sdr_id": ["S1", "S9"]}))
+    new = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["N1", "L2"],
+                "account_id": ["A", "A"],
+                "industry": ["retail", None],
+                "sdr_id": ["S1", "S9"],
+            }
+        )
+    )
     table = lead.build(account_export(), as_of="2026-03-31", leads=new)
     assert list(table.index) == ["N1", "L2"]
-    assert table.loc["N1", "account_leads_before"] == 3 and table.loc["L2", "account_leads_before"] == 2
+    assert (
+        table.loc["N1", "account_leads_before"] == 3
+        and table.loc["L2", "account_leads_before"] == 2
+    )
     assert table.loc["N1", "account_sqos_before"] == 1
     assert "employees" not in table.columns
 
@@ -124,7 +153,16 @@ def test_training_set_rows_equal_build_at_creation() -> None:
 
 
 def test_leads_without_dates_or_opportunities() -> None:
-    leads = typed(pd.DataFrame({"lead_id": ["a", "b"], "is_sqo": [True, False], "industry": ["x", "y"], "employees": [10.0, None]}))
+    leads = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["a", "b"],
+                "is_sqo": [True, False],
+                "industry": ["x", "y"],
+                "employees": [10.0, None],
+            }
+        )
+    )
     export = Export(leads=leads, config=DatasetConfig(exported_at=T("2026-03-31")))
     batch = lead.build_training_set(export)
     assert list(batch.columns) == ["as_of", "employees", "industry"]

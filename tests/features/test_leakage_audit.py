@@ -30,7 +30,9 @@ def simulated() -> Export:
     return synthetic.simulate(seed=11, n_opportunities=4000, n_leads=8000).export  # type: ignore[no-any-return]
 
 
-def single_feature_aucs(table: pd.DataFrame, y: pd.Series, when: pd.Series, *, skip: tuple[str, ...]) -> pd.Series:
+def single_feature_aucs(
+    table: pd.DataFrame, y: pd.Series, when: pd.Series, *, skip: tuple[str, ...]
+) -> pd.Series:
     """AUC on the latest 30% (by ``when``) of a model trained on one column, for each column."""
     lgb = pytest.importorskip("lightgbm")
     from sklearn.metrics import roc_auc_score
@@ -78,7 +80,10 @@ def test_no_lead_feature_predicts_sqo_alone(simulated: Export) -> None:
     table = lead.build_training_set(simulated)
     outcome = labels.lead_labels(simulated)
     known = outcome["decided"].to_numpy()
-    table, y = table[known].reset_index(drop=True), outcome.loc[known, "is_sqo"].reset_index(drop=True)
+    table, y = (
+        table[known].reset_index(drop=True),
+        outcome.loc[known, "is_sqo"].reset_index(drop=True),
+    )
     aucs = single_feature_aucs(table, y, table["as_of"], skip=("as_of",))
     log.info("single-feature AUC for is_sqo (%d leads):\n%s", len(y), aucs.round(3).to_string())
     assert (aucs <= MAX_AUC).all(), aucs[aucs > MAX_AUC]

@@ -42,7 +42,14 @@ def _reference(export: Export, day: pd.Timestamp) -> dict[str, dict[str, float]]
     for o in opps:
         if not (o["created_at"] < end and (pd.isna(o["closed_at"]) or o["closed_at"] >= end)):
             continue
-        rows = sorted((h for h in hist if h["opportunity_id"] == o["opportunity_id"] and h["changed_at"] < end), key=lambda h: h["changed_at"])
+        rows = sorted(
+            (
+                h
+                for h in hist
+                if h["opportunity_id"] == o["opportunity_id"] and h["changed_at"] < end
+            ),
+            key=lambda h: h["changed_at"],
+        )
         # days in stage: back from the last row to where the current run of the stage began
         days_in_stage = float("nan")
         if rows:
@@ -60,10 +67,16 @@ def _reference(export: Export, day: pd.Timestamp) -> dict[str, dict[str, float]]
             ecd = o["expected_close_date"]
         to_close = float((ecd - day).days) if ecd is not None and pd.notna(ecd) else float("nan")
         recent = sum(
-            1 for a in acts
-            if a["opportunity_id"] == o["opportunity_id"] and day - pd.Timedelta(days=29) <= a["occurred_at"].normalize() <= day
+            1
+            for a in acts
+            if a["opportunity_id"] == o["opportunity_id"]
+            and day - pd.Timedelta(days=29) <= a["occurred_at"].normalize() <= day
         )
-        mine = [c for c in closed if c["owner_id"] == o["owner_id"]] if pd.notna(o["owner_id"]) else None
+        mine = (
+            [c for c in closed if c["owner_id"] == o["owner_id"]]
+            if pd.notna(o["owner_id"])
+            else None
+        )
         if mine is None:
             rate = float("nan")
         else:
@@ -85,7 +98,9 @@ def test_features_match_a_brute_force_reference(export: Export, day: pd.Timestam
     expected = pd.DataFrame.from_dict(_reference(export, day), orient="index")
     assert list(table.index) == list(expected.index)
     got = table[expected.columns]
-    pd.testing.assert_frame_equal(got, expected, check_names=False, check_index_type=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(
+        got, expected, check_names=False, check_index_type=False, rtol=1e-12
+    )
 
 
 def test_training_set_equals_stacking_build(export: Export) -> None:
@@ -104,7 +119,17 @@ def test_training_set_equals_stacking_build(export: Export) -> None:
 def test_feature_types(export: Export) -> None:
     table = opportunity.build(export, as_of=DAYS[2])
     cats = opportunity.categorical_columns(table)
-    assert set(cats) == {"stage", "forecast_category", "segment", "source", "signal_type", "industry", "region", "product", "competitor"}
+    assert set(cats) == {
+        "stage",
+        "forecast_category",
+        "segment",
+        "source",
+        "signal_type",
+        "industry",
+        "region",
+        "product",
+        "competitor",
+    }
     assert set(opportunity.CATEGORICAL) <= set(table.columns)
     for name in table.columns:
         expected = "string" if name in cats else "float64"
@@ -125,16 +150,24 @@ def test_hand_export_values() -> None:
     o1 = table.loc["O1"]
     assert o1["age_days"] == 11 and o1["days_in_stage"] == 2 and o1["stage"] == "Proposal"
     assert o1["stage_order"] == 1 and o1["stage_moves"] == 1 and o1["stage_regressions"] == 0
-    assert o1["amount"] == 12000 and o1["amount_change"] == 2000 and o1["amount_change_ratio"] == 1.2
+    assert (
+        o1["amount"] == 12000 and o1["amount_change"] == 2000 and o1["amount_change_ratio"] == 1.2
+    )
     assert o1["close_date_pushes"] == 1 and o1["close_date_push_days"] == 26
     assert o1["days_to_expected_close"] == 34 and o1["forecast_category"] == "best_case"
-    assert o1["activities_7d"] == 0 and o1["activities_30d"] == 1 and o1["days_since_last_activity"] == 10
+    assert (
+        o1["activities_7d"] == 0
+        and o1["activities_30d"] == 1
+        and o1["days_since_last_activity"] == 10
+    )
     assert o1["outbound_30d"] == 1 and o1["inbound_30d"] == 0 and o1["inbound_share_30d"] == 0
     assert o1["days_left_in_quarter"] == 19  # calendar quarters: ends 03-31
     assert np.isnan(o1["owner_win_rate"])  # nothing closed yet: no prior to speak of
     later = opportunity.build(hand_export(), as_of="2026-03-26").loc["O2"]
     # AE1 closed O1 (won), AE2 closed O3 (lost): prior 1/2, AE1 has 1 win in 1
-    assert later["owner_closed_deals"] == 1 and later["owner_win_rate"] == pytest.approx((1 + 10 * 0.5) / 11)
+    assert later["owner_closed_deals"] == 1 and later["owner_win_rate"] == pytest.approx(
+        (1 + 10 * 0.5) / 11
+    )
 
 
 def test_regressions_count_moves_back_in_the_funnel() -> None:
@@ -152,30 +185,56 @@ def test_regressions_count_moves_back_in_the_funnel() -> None:
 def test_without_history_stage_and_amount_are_unknown_in_the_past() -> None:
     export = hand_export(history=False)
     past = opportunity.build(export, as_of="2026-03-12")
-    for absent in ("days_in_stage", "stage_moves", "close_date_pushes", "amount_change", "forecast_category"):
+    for absent in (
+        "days_in_stage",
+        "stage_moves",
+        "close_date_pushes",
+        "amount_change",
+        "forecast_category",
+    ):
         assert absent not in past.columns
-    assert past["stage"].isna().all() and past["amount"].isna().all() and past["stage_order"].isna().all()
+    assert (
+        past["stage"].isna().all()
+        and past["amount"].isna().all()
+        and past["stage_order"].isna().all()
+    )
     assert past["days_to_expected_close"].isna().all()
     assert list(past["age_days"]) == [11, 7]
     now = opportunity.build(export, as_of="2026-03-31").loc["O2"]
-    assert now["stage"] == "Discovery" and now["amount"] == 5000 and now["days_to_expected_close"] == 31
+    assert (
+        now["stage"] == "Discovery"
+        and now["amount"] == 5000
+        and now["days_to_expected_close"] == 31
+    )
 
 
 def test_without_activities_there_are_no_activity_columns() -> None:
     export = hand_export().replace(activities=None)
     table = opportunity.build(export, as_of="2026-03-12")
-    assert not [c for c in table.columns if "activit" in c or c.endswith("_30d") or c.endswith("_7d")]
+    assert not [
+        c for c in table.columns if "activit" in c or c.endswith("_30d") or c.endswith("_7d")
+    ]
     no_direction = hand_export()
-    no_direction = no_direction.replace(activities=no_direction.activities.drop(columns="direction"))
+    no_direction = no_direction.replace(
+        activities=no_direction.activities.drop(columns="direction")
+    )
     table = opportunity.build(no_direction, as_of="2026-03-12")
     assert "activities_30d" in table.columns and "inbound_30d" not in table.columns
 
 
 def test_minimal_export_degrades_gracefully() -> None:
-    opps = hand_export().opportunities[["opportunity_id", "account_id", "created_at", "stage", "status", "closed_at", "amount"]]
+    opps = hand_export().opportunities[
+        ["opportunity_id", "account_id", "created_at", "stage", "status", "closed_at", "amount"]
+    ]
     export = Export(opportunities=opps)
     table = opportunity.build(export, as_of="2026-03-12")
-    assert list(table.columns) == ["age_days", "stage", "stage_order", "amount", "days_left_in_quarter"]
+    assert list(table.columns) == [
+        "age_days",
+        "stage",
+        "stage_order",
+        "amount",
+        "days_left_in_quarter",
+    ]
     assert table["amount"].isna().all()  # no history, a past day
 
 
@@ -197,13 +256,27 @@ def test_cli_features(tmp_path: Path, export: Export) -> None:
 
     folder = write_export(export, tmp_path / "export")
     out = tmp_path / "features.csv"
-    result = CliRunner().invoke(app, ["features", "--data", str(folder), "--as-of", "2025-08-31", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["features", "--data", str(folder), "--as-of", "2025-08-31", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert table.columns[0] == "opportunity_id"
     assert len(table) == len(opportunity.build(export, as_of="2025-08-31"))
     leads_out = tmp_path / "leads.parquet"
-    result = CliRunner().invoke(app, ["features", "--data", str(folder), "--as-of", "2025-08-31", "--out", str(leads_out), "--leads"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "features",
+            "--data",
+            str(folder),
+            "--as-of",
+            "2025-08-31",
+            "--out",
+            str(leads_out),
+            "--leads",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert pd.read_parquet(leads_out).columns[0] == "lead_id"
 
@@ -213,7 +286,11 @@ def maven_dir(request: pytest.FixtureRequest) -> Path:
     try:
         root = Path(request.getfixturevalue("real_data_dir"))
     except pytest.FixtureLookupError:
-        root = Path(os.environ.get("PIPECAST_REAL_DATA_DIR", Path(__file__).resolve().parents[2] / "../shared/data")).resolve()
+        root = Path(
+            os.environ.get(
+                "PIPECAST_REAL_DATA_DIR", Path(__file__).resolve().parents[2] / "../shared/data"
+            )
+        ).resolve()
     folder = root / "maven_crm"
     if not (folder / "sales_pipeline.csv").is_file():
         pytest.skip(f"{folder} is absent")
@@ -232,8 +309,12 @@ def test_maven_crm_export_without_history(maven_dir: Path) -> None:
     assert past["stage"].isna().all() and past["amount"].isna().all()
     assert past["owner_win_rate"].notna().mean() > 0.5
     now = opportunity.build(export, as_of=export.exported_at)
-    assert now["stage"].notna().all() and len(now) == (export.opportunities["status"] == "open").sum()
+    assert (
+        now["stage"].notna().all() and len(now) == (export.opportunities["status"] == "open").sum()
+    )
     day = dates[len(dates) // 2]
     from features.snapshots import cut_export
 
-    pd.testing.assert_frame_equal(opportunity.build(export, as_of=day), opportunity.build(cut_export(export, day), as_of=day))
+    pd.testing.assert_frame_equal(
+        opportunity.build(export, as_of=day), opportunity.build(cut_export(export, day), as_of=day)
+    )

@@ -15,7 +15,12 @@ from features.snapshots import (
 )
 
 T = pd.Timestamp
-STAGES = [StageDef("Discovery"), StageDef("Proposal"), StageDef("Won", won=True), StageDef("Lost", lost=True)]
+STAGES = [
+    StageDef("Discovery"),
+    StageDef("Proposal"),
+    StageDef("Won", won=True),
+    StageDef("Lost", lost=True),
+]
 
 
 def hand_export(*, history: bool = True) -> Export:
@@ -29,12 +34,59 @@ def hand_export(*, history: bool = True) -> Export:
     opps = typed(
         pd.DataFrame(
             [
-                ("O1", "A1", T("2026-03-01"), "Won", "won", T("2026-03-20"), 12000.0, T("2026-04-15"), "AE1", "call", "SMB"),
-                ("O2", "A1", T("2026-03-05"), "Discovery", "open", pd.NaT, 5000.0, T("2026-05-01"), "AE1", "demo", "SMB"),
-                ("O3", "A2", T("2026-03-25"), "Lost", "lost", T("2026-03-25"), 800.0, T("2026-03-25"), "AE2", None, "Enterprise"),
+                (
+                    "O1",
+                    "A1",
+                    T("2026-03-01"),
+                    "Won",
+                    "won",
+                    T("2026-03-20"),
+                    12000.0,
+                    T("2026-04-15"),
+                    "AE1",
+                    "call",
+                    "SMB",
+                ),
+                (
+                    "O2",
+                    "A1",
+                    T("2026-03-05"),
+                    "Discovery",
+                    "open",
+                    pd.NaT,
+                    5000.0,
+                    T("2026-05-01"),
+                    "AE1",
+                    "demo",
+                    "SMB",
+                ),
+                (
+                    "O3",
+                    "A2",
+                    T("2026-03-25"),
+                    "Lost",
+                    "lost",
+                    T("2026-03-25"),
+                    800.0,
+                    T("2026-03-25"),
+                    "AE2",
+                    None,
+                    "Enterprise",
+                ),
             ],
-            columns=["opportunity_id", "account_id", "created_at", "stage", "status", "closed_at", "amount",
-                     "expected_close_date", "owner_id", "next_step", "segment"],
+            columns=[
+                "opportunity_id",
+                "account_id",
+                "created_at",
+                "stage",
+                "status",
+                "closed_at",
+                "amount",
+                "expected_close_date",
+                "owner_id",
+                "next_step",
+                "segment",
+            ],
         )
     )
     hist = typed(
@@ -48,7 +100,14 @@ def hand_export(*, history: bool = True) -> Export:
                 ("O3", T("2026-03-25 10:00"), "Discovery", 800.0, T("2026-03-25"), "pipeline"),
                 ("O3", T("2026-03-25 16:00"), "Lost", None, None, "omitted"),
             ],
-            columns=["opportunity_id", "changed_at", "stage", "amount", "expected_close_date", "forecast_category"],
+            columns=[
+                "opportunity_id",
+                "changed_at",
+                "stage",
+                "amount",
+                "expected_close_date",
+                "forecast_category",
+            ],
         )
     )
     acts = typed(
@@ -65,14 +124,36 @@ def hand_export(*, history: bool = True) -> Export:
     leads = typed(
         pd.DataFrame(
             [
-                ("L1", "A1", T("2026-03-01"), T("2026-03-05"), T("2026-03-03"), T("2026-03-02"), True),
+                (
+                    "L1",
+                    "A1",
+                    T("2026-03-01"),
+                    T("2026-03-05"),
+                    T("2026-03-03"),
+                    T("2026-03-02"),
+                    True,
+                ),
                 ("L2", "A2", T("2026-03-20"), pd.NaT, T("2026-03-28"), T("2026-03-29"), False),
             ],
-            columns=["lead_id", "account_id", "created_at", "sqo_at", "meeting_at", "last_contacted_at", "is_sqo"],
+            columns=[
+                "lead_id",
+                "account_id",
+                "created_at",
+                "sqo_at",
+                "meeting_at",
+                "last_contacted_at",
+                "is_sqo",
+            ],
         )
     )
     config = DatasetConfig(exported_at=T("2026-03-31"), stages=STAGES, sqo_window_days=10)
-    return Export(opportunities=opps, stage_history=hist if history else None, activities=acts, leads=leads, config=config)
+    return Export(
+        opportunities=opps,
+        stage_history=hist if history else None,
+        activities=acts,
+        leads=leads,
+        config=config,
+    )
 
 
 def test_cut_export_follows_the_contract() -> None:
@@ -133,7 +214,9 @@ def test_state_without_history_is_unknown_before_the_export_date() -> None:
 
 
 def test_open_at_end_of_day_boundaries() -> None:
-    snaps = opportunity_snapshots(hand_export(), ["2026-03-20", "2026-03-19", "2026-03-25", "2026-03-01"])
+    snaps = opportunity_snapshots(
+        hand_export(), ["2026-03-20", "2026-03-19", "2026-03-25", "2026-03-01"]
+    )
     got = snaps.groupby("as_of")["opportunity_id"].apply(list).to_dict()
     assert got == {
         T("2026-03-01"): ["O1"],  # created on D: open at its end
@@ -148,7 +231,9 @@ def test_snapshot_dates_are_sundays_up_to_the_export() -> None:
     dates = snapshot_dates(hand_export())
     assert dates[0] == T("2026-03-01") and dates[-1] == T("2026-03-29")
     assert (dates.day_of_week == 6).all()
-    assert list(snapshot_dates(hand_export(), start="2026-03-10", end="2026-03-20")) == [T("2026-03-15")]
+    assert list(snapshot_dates(hand_export(), start="2026-03-10", end="2026-03-20")) == [
+        T("2026-03-15")
+    ]
 
 
 def test_empty_as_of_is_refused() -> None:
