@@ -55,6 +55,7 @@ from features._timeline import (
     count_before_all,
     days_between,
     group_codes,
+    member,
     shrunk_rate,
 )
 from features.io import Export
@@ -162,7 +163,7 @@ def _features(export: Export, snaps: pd.DataFrame) -> pd.DataFrame:
     bounds = days + DAY
     n = len(ids)
     pos = pd.Index(opps["opportunity_id"]).get_indexer(ids.to_numpy())
-    history = prepared_history(export)
+    history = prepared_history(export, ids)
     rows = history_rows_in_force(history, ids, days)
     state = state_frame(export, ids, days, history=history, history_rows=rows, exported_at=exported)
 
@@ -291,7 +292,8 @@ def _activity_features(
     acts = export.activities
     if acts is None or "opportunity_id" not in acts.columns:
         return {}
-    acts = acts.loc[acts["opportunity_id"].notna()]
+    # only the activities of the deals asked about (few, for a single day) need sorting
+    acts = acts.loc[member(acts["opportunity_id"], pd.Series(pd.unique(ids)))]
     ev, q = group_codes(acts["opportunity_id"], ids)
     times = acts["occurred_at"].to_numpy(dtype="datetime64[ns]")
     b = bounds.to_numpy(dtype="datetime64[ns]")

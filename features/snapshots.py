@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features._timeline import EventIndex, as_day, end_bound, group_codes
+from features._timeline import EventIndex, as_day, end_bound, group_codes, member
 from features.io import Export
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ CURRENT_ONLY_LEAD_COLUMNS = ("last_contacted_at",)
 # ----------------------------------------------------------------------------------------
 
 
-def prepared_history(export: Export) -> pd.DataFrame | None:
+def prepared_history(export: Export, ids: Any = None) -> pd.DataFrame | None:
     """``stage_history`` sorted by deal and time, with values carried forward and running counts.
 
     Every derived column of a row depends only on that row and the deal's earlier rows, so the
@@ -59,7 +59,8 @@ def prepared_history(export: Export) -> pd.DataFrame | None:
     ``initial_amount`` (the first row's amount) and ``prev_stage`` (the stage left, on rows that
     change stage; used to count regressions once the funnel order is known).
 
-    Returns ``None`` when the export has no stage history.
+    ``ids`` limits the work to those deals (derived columns are per deal, so they do not
+    change). Returns ``None`` when the export has no stage history.
     """
     hist = export.stage_history
     opps = export.opportunities
@@ -68,9 +69,11 @@ def prepared_history(export: Export) -> pd.DataFrame | None:
     cols = ["opportunity_id", "changed_at", "stage"] + [
         c for c in ("amount", "expected_close_date", "forecast_category") if c in hist.columns
     ]
-    h = hist.loc[
-        hist["opportunity_id"].isin(opps["opportunity_id"]) & hist["changed_at"].notna(), cols
-    ]
+    wanted = opps["opportunity_id"] if ids is None else pd.Series(pd.unique(pd.Series(ids)))
+    keep = member(hist["opportunity_id"], wanted) & hist["changed_at"].notna().to_numpy()
+    if ids is not None:
+        keep &= member(hist["opportunity_id"], opps["opportunity_id"])
+    h = hist.loc[keep, cols]
     h = h.sort_values(["opportunity_id", "changed_at"], kind="stable").reset_index(drop=True)
     ids = h["opportunity_id"]
     first = (ids != ids.shift()).to_numpy(dtype=bool, na_value=True)
@@ -358,23 +361,27 @@ def cut_export(export: Export, as_of: Any) -> Export:
     if history is not None:
         keep = (history["changed_at"] < bound).to_numpy(dtype=bool)
         if new_opps is not None:
-            keep = keep & history["opportunity_id"].isin(new_opps["opportunity_id"]).to_numpy(
-                dtype=bool
-            )
-        new_history = history.loc[keep].reset_index(drop=True)
+            keep = keep & member(history["opportunity_id"], new_opps["opportunity_id"])
+        # copy-on-write: an untouched table can be shared with the full export
+        new_history = history if keep.all() else history.loc[keep].reset_index(drop=True)
     new_acts = None
     acts = export.activities
     if acts is not None:
-        a = acts.loc[(acts["occurred_at"] < bound).to_numpy(dtype=bool)].copy()
+        keep = (acts["occurred_at"] < bound).to_numpy(dtype=bool)
+        a = acts if keep.all() else acts.loc[keep].reset_index(drop=True)
         if "opportunity_id" in a.columns and new_opps is not None:
-            unknown = a["opportunity_id"].notna() & ~a["opportunity_id"].isin(
-                new_opps["opportunity_id"]
-            )
+            linked = a["opportunity_id"].notna().to_numpy(dtype=bool)
+            unknown = linked & ~member(a["opportunity_id"], new_opps["opportunity_id"])
             if unknown.any():
+                a = a.copy(deep=False)
                 a.loc[unknown, "opportunity_id"] = pd.NA
-                lead = a["lead_id"] if "lead_id" in a.columns else pd.Series(pd.NA, index=a.index)
-                a = a.loc[~(unknown & lead.isna())]
-        new_acts = a.reset_index(drop=True)
+                lead = (
+                    a["lead_id"].isna().to_numpy(dtype=bool)
+                    if "lead_id" in a.columns
+                    else np.ones(len(a), dtype=bool)
+                )
+                a = a.loc[~(unknown & lead)].reset_index(drop=True)
+        new_acts = a
     new_leads = None
     leads = export.leads
     if leads is not None:
@@ -383,7 +390,7 @@ def cut_export(export: Export, as_of: Any) -> Export:
         keep = np.ones(len(leads), dtype=bool)
         if "created_at" in leads.columns:
             keep = ~(leads["created_at"] >= bound).fillna(False).to_numpy(dtype=bool)
-        lds = leads.copy()
+        lds = leads.copy(deep=False)
         if past and "is_sqo" in lds.columns:
             decided_at = lead_decided_at(leads, export.config.sqo_window_days)
             # leads with no dates at all cannot be placed in time: their label stays as given
