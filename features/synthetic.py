@@ -157,13 +157,13 @@ SEGMENT_PROCESSES = {
 #: sensitivity of the weekly hazards to deal quality
 B_ADVANCE, B_WIN, B_LOSS = 0.45, 0.90, 0.55
 #: weight of the deal's engagement in its quality (engagement ~ N(0, 1) shows in activity rates)
-ENGAGEMENT_WEIGHT = 0.40
+ENGAGEMENT_WEIGHT = 0.30
 #: how strongly activity rates follow engagement (log rate per unit of engagement)
 ACTIVITY_ENGAGEMENT = 0.80
 #: the part of a deal's quality nothing in the export reveals
-HIDDEN_SD = 0.15
+HIDDEN_SD = 0.10
 #: activities on the day a deal is created (discovery call, follow-up emails) for an average deal
-CREATION_ACTIVITIES = 1.5
+CREATION_ACTIVITIES = 3.0
 #: extra win logit in the last weeks of a fiscal quarter
 PULL_IN = 0.70
 PULL_IN_DAYS = 13
@@ -553,7 +553,7 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     ae_offset = 0
     for s in SEGMENTS:
         at = np.flatnonzero(seg == s)
-        skill = rng.normal(0, 0.35, n_ae[s])
+        skill = rng.normal(0, 0.25, n_ae[s])
         skill -= skill.mean()  # a team's average AE is average: keeps rates stable across seeds
         pick = rng.integers(0, n_ae[s], len(at))
         owner[at] = np.array([f"AE-{ae_offset + i + 1:03d}" for i in range(n_ae[s])], dtype=object)[pick]
