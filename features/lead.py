@@ -51,6 +51,7 @@ from features._timeline import (
     group_codes,
     shrunk_rate,
 )
+from features.errors import InputError
 from features.io import Export
 from features.labels import lead_decided_at, lead_label_values
 from features.snapshots import cut_export
@@ -136,7 +137,10 @@ def build(export: Export, *, as_of: Any, leads: pd.DataFrame | None = None) -> p
     known = cut_export(export, day)
     targets = known.leads if leads is None else leads
     if targets is None:
-        raise ValueError("lead features need leads: the export has none and none were given")
+        raise InputError(
+            "Lead features need leads: the export has no leads.csv (or .parquet) and no lead "
+            "list was given."
+        )
     bounds = pd.Series([day + DAY] * len(targets), dtype="datetime64[ns]")
     table = _features(known, targets.reset_index(drop=True), bounds, current=True)
     return table.set_index("lead_id")
@@ -159,7 +163,7 @@ def build_training_set(export: Export) -> pd.DataFrame:
     """
     leads = export.leads
     if leads is None:
-        raise ValueError("lead features need the export's leads")
+        raise InputError("Lead features need the export's leads: add leads.csv to the export.")
     targets = leads.reset_index(drop=True)
     if "created_at" in targets.columns:
         days = targets["created_at"].dt.normalize().astype("datetime64[ns]")

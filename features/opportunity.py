@@ -58,6 +58,7 @@ from features._timeline import (
     member,
     shrunk_rate,
 )
+from features.errors import InputError
 from features.io import Export
 from features.periods import quarter_end_days
 from features.snapshots import (
@@ -125,6 +126,7 @@ def build(export: Export, *, as_of: Any) -> pd.DataFrame:
         of :func:`categorical_columns` are strings.
     """
     day = as_day(as_of)
+    _require_opportunities(export)
     known = cut_export(export, day)
     snaps = opportunity_snapshots(known, [day])
     table = _features(known, snaps)
@@ -145,8 +147,17 @@ def build_training_set(export: Export, *, dates: Iterable[Any]) -> pd.DataFrame:
         ``opportunity_id``, ``as_of`` (the day; features are as of its end) and the feature
         columns of :func:`build`, on a fresh RangeIndex.
     """
+    _require_opportunities(export)
     snaps = opportunity_snapshots(export, dates)
     return _features(export, snaps)
+
+
+def _require_opportunities(export: Export) -> None:
+    if export.opportunities is None:
+        raise InputError(
+            "Opportunity features need the export's opportunities: add opportunities.csv "
+            "(or .parquet) to the export folder."
+        )
 
 
 # ----------------------------------------------------------------------------------------

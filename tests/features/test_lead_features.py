@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,3 +176,21 @@ def test_hand_export_leads() -> None:
     table = lead.build(hand_export(), as_of="2026-03-10")
     assert list(table.index) == ["L1"]
     assert table.loc["L1", "account_open_opportunities"] == 2  # O1 (closed after D) and O2
+
+
+@pytest.mark.real_data
+def test_bank_marketing_leads(real_data_dir: Path) -> None:
+    folder = real_data_dir / "uci_bank_marketing"
+    if not (folder / "bank-additional-full.csv").is_file():
+        pytest.skip(f"{folder} is absent")
+    bank_marketing = pytest.importorskip("features.adapters.bank_marketing")
+    export = bank_marketing.convert(folder)
+    batch = lead.build_training_set(export)
+    assert len(batch) == len(export.leads)
+    # only is_sqo, no sqo_at: a label is known once the window has passed, so the first
+    # window's leads have no rate at all
+    first = batch["as_of"] < batch["as_of"].min() + pd.Timedelta(days=export.config.sqo_window_days)
+    assert batch.loc[first, "source_signal_sqo_rate"].isna().all()
+    assert batch.loc[~first, "source_signal_sqo_rate"].notna().mean() > 0.9
+    for name in export.config.features["leads"]:
+        assert name in batch.columns

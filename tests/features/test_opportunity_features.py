@@ -318,3 +318,28 @@ def test_maven_crm_export_without_history(maven_dir: Path) -> None:
     pd.testing.assert_frame_equal(
         opportunity.build(export, as_of=day), opportunity.build(cut_export(export, day), as_of=day)
     )
+
+
+def test_training_set_on_the_simulated_export(small_export: Export) -> None:
+    dates = snapshot_dates(small_export)
+    picked = [dates[5], dates[len(dates) // 2], dates[-1]]
+    batch = opportunity.build_training_set(small_export, dates=picked)
+    for day, rows in batch.groupby("as_of", sort=True):
+        single = opportunity.build(small_export, as_of=day).reset_index()
+        rows = rows.drop(columns="as_of").reset_index(drop=True)
+        # has_next_step exists in the batch because the export day is among the dates
+        extra = [c for c in rows.columns if c not in single.columns]
+        assert extra == ([] if day == small_export.exported_at else ["has_next_step"])
+        assert rows[extra].isna().all().all()
+        pd.testing.assert_frame_equal(rows[single.columns], single)
+    assert batch["stage"].notna().all() and batch["days_in_stage"].ge(0).all()
+
+
+def test_missing_tables_are_input_errors() -> None:
+    from features import lead
+    from features.errors import InputError
+
+    with pytest.raises(InputError, match="opportunities"):
+        opportunity.build(Export(leads=hand_export().leads), as_of="2026-03-01")
+    with pytest.raises(InputError, match="leads"):
+        lead.build(hand_export().replace(leads=None), as_of="2026-03-01")
