@@ -4,8 +4,9 @@ Time meaning: ``as_of`` is a day D and means the END of day D (inclusive). A lea
 before a BDR works it, so nothing observed after it entered the list is a feature: not
 ``meeting_at``, not ``sqo_at``, not replies or other activities. What the rest of the CRM knew at
 D is: account history and the SQO rates of similar leads use only leads and deals recorded on
-or before D, and a past lead's label counts only once it was decided by D (it became an SQO on
-or before D, or its SQO window had passed by D).
+or before D. A past lead's SQO counts in account history once its ``sqo_at`` is on or before D;
+in the similar-lead rates a past lead counts only once its whole SQO window has ended by D, so
+that early SQOs are not counted before the non-SQOs of the same weeks are known.
 
 Features (one row per lead):
 
@@ -20,9 +21,9 @@ account_leads_before               other leads at the account created on or befo
 account_sqos_before                other leads at the account that became SQOs by D
 account_open_opportunities         deals at the account open at the end of D
 account_won_opportunities          deals at the account won on or before D
-source_signal_sqo_rate,            SQO rate of leads decided by D with the same source ×
-industry_sqo_rate, sdr_sqo_rate    signal / industry / SDR, shrunk toward the overall rate:
-                                   (SQOs + k·prior) / (decided + k)
+source_signal_sqo_rate,            SQO rate of earlier leads whose SQO window had ended by D,
+industry_sqo_rate, sdr_sqo_rate    with the same source × signal / industry / SDR, shrunk
+                                   toward the overall rate: (SQOs + k·prior) / (leads + k)
 <dataset.yaml extras>              columns declared under ``features.leads``
 days_since_last_contacted          only on or after the export date (see below)
 =================================  ========================================================
@@ -359,13 +360,20 @@ def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
 def _similar_lead_rates(
     export: Export, pool: pd.DataFrame, targets: pd.DataFrame, b: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Shrunk SQO rates of similar leads whose label was decided before each target's bound."""
+    """Shrunk SQO rates of similar leads whose whole SQO window ended before each bound.
+
+    Only complete cohorts count: a lead enters the rates when its window has passed
+    (``created_at + window`` on or before D), as an SQO or not. Counting early SQOs as soon as
+    they happen, while the other leads of the same weeks are still undecided, would inflate
+    the rates by an amount that depends on recent lead volume.
+    """
     out: dict[str, np.ndarray] = {}
     if "created_at" not in pool.columns or not ({"sqo_at", "is_sqo"} & set(pool.columns)):
         return out
     window = export.config.sqo_window_days
     label = lead_label_values(pool, window).to_numpy()
-    decided_at = lead_decided_at(pool, window).to_numpy(dtype="datetime64[ns]")
+    created = pool["created_at"].dt.normalize().to_numpy(dtype="datetime64[ns]")
+    decided_at = created + np.timedelta64(window, "D")
     decided = ~np.isnan(label) & ~np.isnat(decided_at)
     dec_time = np.where(decided, decided_at, np.datetime64("NaT", "ns"))
     pos_time = np.where(decided & (label == 1.0), decided_at, np.datetime64("NaT", "ns"))

@@ -70,20 +70,21 @@ def test_account_history_excludes_the_lead_itself() -> None:
     assert l3["account_open_opportunities"] == 0 and l3["account_won_opportunities"] == 2
 
 
-def test_similar_lead_rates_count_decided_labels_only() -> None:
-    export = account_export()
-    # 01-10: L1 decided (SQO on 01-01); L2 and L4 undecided (window 30 days): prior 1/1
-    t = lead.build(export, as_of="2026-01-10")
+def test_similar_lead_rates_count_complete_windows_only() -> None:
+    export = account_export()  # SQO window 30 days
     k = lead.RATE_PRIOR_STRENGTH
+    # 01-10: L1 is already an SQO but no lead's window has ended: no rate yet
+    t = lead.build(export, as_of="2026-01-10")
+    assert t["sdr_sqo_rate"].isna().all() and t["industry_sqo_rate"].isna().all()
+    # 03-01: windows of L1 (SQO), L4 (SQO, 01-20) and L2 (none) have ended: prior 2/3
+    t = lead.build(export, as_of="2026-03-01")
+    prior = 2 / 3
+    assert t.loc["L3", "sdr_sqo_rate"] == pytest.approx((1 + k * prior) / (2 + k))  # L1, L2
+    assert t.loc["L3", "source_signal_sqo_rate"] == pytest.approx((1 + k * prior) / (2 + k))
+    assert t.loc["L3", "industry_sqo_rate"] == pytest.approx((2 + k * prior) / (3 + k))
+    # a lead never counts in its own rates: for L2, L1 and L4 remain (2 of 2, prior 1)
+    assert t.loc["L2", "industry_sqo_rate"] == pytest.approx(1.0)
     assert t.loc["L2", "sdr_sqo_rate"] == pytest.approx((1 + k * 1.0) / (1 + k))
-    assert t.loc["L1", "sdr_sqo_rate"] == pytest.approx(np.nan, nan_ok=True)  # only itself decided
-    # 02-10: L2's window passed without an SQO, L4 became an SQO on 01-20; for L2 itself
-    # only L1 and L4 count (2 of 2), and the prior leaves L2 out too
-    t = lead.build(export, as_of="2026-02-10")
-    assert t.loc["L2", "industry_sqo_rate"] == pytest.approx(
-        (1 + 1 + k * 2 / 2) / (2 + k)
-    )  # L1, L4 without L2
-    assert t.loc["L2", "source_signal_sqo_rate"] == pytest.approx((1 + k * 1.0) / (1 + k))
 
 
 def test_title_flags_and_no_post_list_columns() -> None:
