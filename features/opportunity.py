@@ -63,6 +63,7 @@ from features.io import Export
 from features.periods import quarter_end_days
 from features.snapshots import (
     CURRENT_ONLY_OPPORTUNITY_COLUMNS,
+    cumsum_within,
     cut_export,
     history_rows_in_force,
     opportunity_snapshots,
@@ -274,25 +275,20 @@ def _stage_order_features(
         by_order.setdefault(order, []).append(day)
     stage = cols["stage"]
     day_values = days.to_numpy()
+    if history is not None and len(history):
+        ids = history["opportunity_id"].to_numpy()
+        deal = np.cumsum(np.r_[True, ids[1:] != ids[:-1]])
     for order, order_days in by_order.items():
         mask = np.isin(day_values, np.array(order_days, dtype="datetime64[ns]"))
         rank = {name: float(i) for i, name in enumerate(order)}
         ranks = stage[mask].map(rank).astype("float64").to_numpy() if mask.any() else np.array([])
         cols["stage_order"][mask] = ranks
         if history is not None and len(history):
+            # a regression is a stage change to an earlier stage of the funnel
             current = history["stage"].map(rank).astype("float64").to_numpy()
             previous = history["prev_stage"].map(rank).astype("float64").to_numpy()
             back = np.nan_to_num(current < previous, nan=0.0).astype(np.float64)
-            deal = np.cumsum(
-                np.r_[
-                    True,
-                    history["opportunity_id"].to_numpy()[1:]
-                    != history["opportunity_id"].to_numpy()[:-1],
-                ]
-            )
-            from features.snapshots import _cumsum_within
-
-            running = pd.Series(_cumsum_within(back, deal))
+            running = pd.Series(cumsum_within(back, deal))
             picked = take(running, np.where(mask, rows, -1)).to_numpy(dtype=np.float64)
             cols["stage_regressions"][mask] = picked[mask]
 

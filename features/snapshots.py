@@ -92,7 +92,7 @@ def prepared_history(export: Export, ids: Any = None) -> pd.DataFrame | None:
     new_run = first | (stage != prev).to_numpy(dtype=bool, na_value=True)
     move = new_run & ~first
     out["stage_entered_at"] = h["changed_at"].where(new_run).ffill()
-    out["stage_moves"] = _cumsum_within(move.astype(np.float64), deal)
+    out["stage_moves"] = cumsum_within(move.astype(np.float64), deal)
     out["prev_stage"] = prev.where(move)
     if "expected_close_date" in out.columns:
         ecd = out["expected_close_date"]
@@ -100,12 +100,12 @@ def prepared_history(export: Export, ids: Any = None) -> pd.DataFrame | None:
         delta = (ecd - prev_ecd).dt.days.to_numpy(dtype=np.float64, na_value=np.nan).copy()
         delta[first] = np.nan
         pushed = np.nan_to_num(delta, nan=0.0) > 0
-        out["close_date_pushes"] = _cumsum_within(pushed.astype(np.float64), deal)
-        out["close_date_push_days"] = _cumsum_within(np.where(pushed, delta, 0.0), deal)
+        out["close_date_pushes"] = cumsum_within(pushed.astype(np.float64), deal)
+        out["close_date_push_days"] = cumsum_within(np.where(pushed, delta, 0.0), deal)
     return out
 
 
-def _cumsum_within(values: np.ndarray, deal: np.ndarray) -> np.ndarray:
+def cumsum_within(values: np.ndarray, deal: np.ndarray) -> np.ndarray:
     """Running sum restarting at each deal (rows sorted by deal)."""
     total = np.cumsum(values)
     starts = np.flatnonzero(np.r_[True, deal[1:] != deal[:-1]])
@@ -166,7 +166,7 @@ def state_frame(
     ids = pd.Series(ids).reset_index(drop=True)
     days = pd.to_datetime(pd.Series(days)).reset_index(drop=True)
     if history is None:
-        history = prepared_history(export)
+        history = prepared_history(export, ids)
     if history_rows is None:
         history_rows = history_rows_in_force(history, ids, days)
     exported = exported_at if exported_at is not None else _exported_at(export)
