@@ -112,3 +112,35 @@ def champion_info(settings: Settings, name: str) -> dict[str, Any] | None:
     if info["trained_at"] is None and run is not None:
         info["trained_at"] = _iso_from_millis(run.info.start_time)
     return info
+
+
+def load_champion(settings: Settings, name: str) -> tuple[Any, dict[str, Any]]:
+    """The champion model of registered model ``name``, loaded, and its :func:`champion_info`.
+
+    The model is the scikit-learn-flavoured object ``pipecast train`` logged (feature encoding,
+    LightGBM booster(s) and calibrators in one), loaded with
+    ``mlflow.sklearn.load_model("models:/NAME@champion")``: ``predict_proba`` gives the
+    probability, and the close-probability model also ``predict_won_by`` / ``predict_in_period``.
+
+    Raises
+    ------
+    InputError
+        No champion is registered yet: the message says to run ``make train``.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    from features.errors import InputError
+
+    info = champion_info(settings, name)
+    if info is None:
+        raise InputError(
+            f"no model trained yet: {name} has no champion in the registry at "
+            f"{settings.mlflow_tracking_uri}. Run `make train` (or `pipecast train --data DIR`) first."
+        )
+    uri = f"models:/{name}@{CHAMPION_ALIAS}"
+    # models:/ URIs resolve against the process-wide registry URI
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    model = mlflow.sklearn.load_model(uri)
+    return model, info

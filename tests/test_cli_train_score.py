@@ -1,0 +1,172 @@
+"""``pipecast train`` and ``pipecast score`` end to end on a small simulated export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from features import synthetic
+from features.io import write_table
+from models import CHAMPION_ALIAS, CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from pipecast.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("train")
+    sim = synthetic.simulate(seed=5, n_opportunities=1500, n_leads=5000)
+    synthetic.write_simulation(sim, root / "export")
+    return {"root": root, "data": root / "export", "uri": f"sqlite:///{root / 'var' / 'mlflow.db'}"}
+
+
+def _env(ws: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": str(ws["uri"]), "PIPECAST_DATA_DIR": str(ws["data"]), **extra}
+
+
+def test_scoring_before_training_says_what_to_do(workspace: dict[str, Any]) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "opportunities",
+            "--data",
+            str(workspace["data"]),
+            "--out",
+            str(workspace["root"] / "x.csv"),
+        ],
+        env=_env(workspace),
+    )
+    assert result.exit_code == 2
+    assert "no model trained yet" in result.output and "make train" in result.output
+
+
+def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
+    env = _env(workspace)
+    first = runner.invoke(app, ["train", "--data", str(workspace["data"])], env=env)
+    assert first.exit_code == 0, first.output
+    assert "close probability" in first.output and "stage_probability" in first.output
+    uri = str(workspace["uri"])
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+        v1 = client.get_model_version(name, "1")
+        for tag in ("trained_at", "data_start", "data_end", "data_fingerprint", "gate"):
+            assert v1.tags.get(tag), (name, tag)
+        assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == "1"
+
+    # a challenger that must be refused: no tolerance at all against the champion
+    second = runner.invoke(
+        app,
+        ["train", "--data", str(workspace["data"])],
+        env={**env, "PIPECAST_GATE_TOLERANCE": "-1"},
+    )
+    assert second.exit_code == 0, second.output
+    assert "NOT promoted" in second.output
+    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+        v2 = client.get_model_version(name, "2")
+        assert v2.tags["gate"].startswith("refused")
+        assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == "1"
+
+    # score the open pipeline, for the default quarter and for a named period
+    out = workspace["root"] / "scores.csv"
+    result = runner.invoke(
+        app,
+        ["score", "opportunities", "--data", str(workspace["data"]), "--out", str(out)],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out)
+    assert list(scores.columns) == [
+        "opportunity_id",
+        "p_win",
+        "p_win_in_period",
+        "expected_value",
+        "flags",
+        "top_factors",
+        "model_version",
+    ]
+    assert len(scores) > 0 and (scores["p_win_in_period"] <= scores["p_win"] + 1e-9).all()
+    assert (scores["model_version"] == 1).all()
+    later = runner.invoke(
+        app,
+        [
+            "score",
+            "opportunities",
+            "--data",
+            str(workspace["data"]),
+            "--period",
+            "2026-11-01:2027-12-31",
+            "--out",
+            str(out),
+        ],
+        env=env,
+    )
+    assert later.exit_code == 0, later.output
+    assert (
+        pd.read_csv(out)["p_win_in_period"]
+        >= scores.set_index("opportunity_id")["p_win_in_period"]
+        .reindex(pd.read_csv(out)["opportunity_id"])
+        .to_numpy()
+        - 1e-9
+    ).all()
+
+
+def test_score_a_foreign_lead_list(workspace: dict[str, Any]) -> None:
+    """A list from elsewhere: new SDRs, an unseen industry, optional columns missing."""
+    leads = pd.read_csv(workspace["data"] / "leads.csv", dtype=str, keep_default_na=False).head(300)
+    leads = leads.drop(
+        columns=[
+            c
+            for c in ("seniority", "sequence", "sqo_at", "meeting_at", "is_sqo")
+            if c in leads.columns
+        ]
+    )
+    leads["sdr_id"] = "SDR-NEW"
+    leads.loc[:50, "industry"] = "Space mining"
+    leads["do_not_contact"] = ["true"] + ["false"] * (len(leads) - 1)
+    path = workspace["root"] / "list.csv"
+    leads.to_csv(path, index=False)
+    out = workspace["root"] / "ranked.csv"
+    result = runner.invoke(
+        app, ["score", "leads", str(path), "--out", str(out)], env=_env(workspace)
+    )
+    assert result.exit_code == 0, result.output
+    ranked = pd.read_csv(out)
+    assert list(ranked.columns[:6]) == [
+        "lead_id",
+        "sqo_probability",
+        "rank",
+        "tier",
+        "reasons",
+        "model_version",
+    ]
+    assert len(ranked) == 300
+    assert ranked["sqo_probability"].iloc[:-1].is_monotonic_decreasing
+    assert ranked["excluded_reason"].iloc[-1] == "do not contact"
+    assert ranked["rank"].iloc[0] == 1
+
+
+def test_score_opportunities_with_new_owners_and_missing_columns(
+    workspace: dict[str, Any], tmp_path: Path
+) -> None:
+    data = tmp_path / "other"
+    data.mkdir()
+    for f in ("stage_history.csv", "dataset.yaml"):
+        (data / f).write_bytes((workspace["data"] / f).read_bytes())
+    opps = pd.read_csv(workspace["data"] / "opportunities.csv", dtype=str, keep_default_na=False)
+    opps = opps.drop(columns=["signal_type", "region"])
+    opps["owner_id"] = "AE-NEW"
+    write_table(opps.replace("", pd.NA), data / "opportunities.csv")
+    out = tmp_path / "s.csv"
+    result = runner.invoke(
+        app, ["score", "opportunities", "--data", str(data), "--out", str(out)], env=_env(workspace)
+    )
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out)
+    assert len(scores) > 0 and scores["p_win"].between(0, 1).all()

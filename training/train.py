@@ -1,0 +1,843 @@
+"""``pipecast train``: one entry point that fits, evaluates, logs, registers and gates both models.
+
+For each model (close probability from the opportunities, SQO likelihood from the leads):
+
+1. point-in-time features and labels from the export as known at ``as_of`` (default: the export
+   date; an earlier ``--as-of`` first cuts the export there, so nothing later is seen);
+2. a time split (``training.splits``): train on the earlier slice, calibrate (and stop boosting)
+   on the next, test on the last;
+3. the baselines fitted on the training slice and scored on the same test rows
+   (``models.baselines``); with too little history a baseline *is* the model (flagged);
+4. evaluation overall, by segment and by stage (by source for leads), charts, and the current
+   champion re-scored on the same test rows;
+5. MLflow: one parent run, one child run per model, the model registered, its version tagged,
+   and the ``champion`` alias moved only when the gate (``training.gates``) passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from features import labels as feature_labels
+from features import lead as lead_features
+from features import opportunity as opportunity_features
+from features.errors import InputError
+from features.io import Export, read_export
+from features.periods import parse_date
+from features.snapshots import cut_export, snapshot_dates
+from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from models.baselines import (
+    HistoricalCloseModel,
+    HistoricalLeadModel,
+    HistoricalRateBaseline,
+    InPeriodShareBaseline,
+    StageProbabilityBaseline,
+)
+from models.close_probability import CloseProbabilityModel
+from models.sqo_likelihood import SQOLikelihoodModel
+from pipecast.config import Settings
+from training import evaluate, gates, plots, splits, tracking
+
+log = logging.getLogger(__name__)
+
+#: columns known only for the live pipeline (current values with no history): never trained on
+CURRENT_ONLY_FEATURES = ("has_next_step", "days_since_last_contacted")
+#: above this many training snapshots, every other week is used (speed; the test slice is whole)
+MAX_TRAIN_SNAPSHOTS = 80_000
+#: the CRM stage baseline: what the gate compares with
+STAGE_BASELINE = "stage_probability"
+LEAD_BASELINE = "source_signal_rate"
+
+
+@dataclass
+class ModelReport:
+    """What happened to one model in one ``pipecast train``."""
+
+    name: str
+    label: str
+    kind: str = "lightgbm"
+    version: str | None = None
+    gate: gates.GateDecision | None = None
+    previous_champion: str | None = None
+    fallback_reason: str | None = None
+    skipped_reason: str | None = None
+    run_id: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    #: {target: {model name: {metric: value}}} on the test slice
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    calibration: dict[str, str] = field(default_factory=dict)
+    evaluation: pd.DataFrame | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.gate and self.gate.passed)
+
+
+@dataclass
+class TrainingSummary:
+    """Everything ``render_summary`` prints, also returned to tests and scripts."""
+
+    data_dir: Path
+    as_of: pd.Timestamp
+    run_id: str | None
+    fingerprint: str
+    models: list[ModelReport]
+    seconds: float
+    tracking_uri: str
+
+    def model(self, name: str) -> ModelReport:
+        return next(m for m in self.models if m.name == name)
+
+
+# ----------------------------------------------------------------------------------------
+# progress
+# ----------------------------------------------------------------------------------------
+
+
+class _Steps:
+    """A rich progress task that tolerates ``progress=None``."""
+
+    def __init__(self, progress: Any, total: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("training", total=total) if progress is not None else None
+
+    def __call__(self, description: str) -> None:
+        log.info(description)
+        if self.progress is not None:
+            self.progress.update(self.task, description=description)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+
+# ----------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------
+
+
+def run_training(
+    settings: Settings,
+    *,
+    data_dir: Path,
+    as_of: str | pd.Timestamp | None = None,
+    progress: Any = None,
+) -> TrainingSummary:
+    """Train, evaluate, log and gate both models on the export in ``data_dir``.
+
+    Parameters
+    ----------
+    settings
+        MLflow URI, gate tolerance and the minimum data counts.
+    data_dir
+        The CRM export folder.
+    as_of
+        Train on what was known at the end of this day (default: the export date).
+    progress
+        A rich ``Progress`` to report steps on, or None.
+    """
+    started = time.perf_counter()
+    steps = _Steps(progress, total=8)
+    steps("reading the export")
+    export = read_export(data_dir)
+    if export.opportunities is None and export.leads is None:
+        raise InputError(f"{data_dir}: there are neither opportunities nor leads to train on.")
+    label_date = export.exported_at
+    if as_of is not None:
+        day = parse_date(str(as_of)) if not isinstance(as_of, pd.Timestamp) else as_of.normalize()
+        if day < label_date:
+            export = cut_export(export, day)
+            export.config.exported_at = day
+        label_date = day
+    fingerprint = tracking.data_fingerprint(data_dir)
+    truth = _read_truth(data_dir)
+    steps.done()
+
+    client = tracking.configure(settings.mlflow_tracking_uri)
+    code = tracking.code_version()
+    data_start = _data_start(export)
+    common_tags = {
+        "trained_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "data_start": data_start,
+        "data_end": label_date.date().isoformat(),
+        "data_fingerprint": fingerprint,
+        "data_dir": str(data_dir),
+        **code,
+    }
+    reports: list[ModelReport] = []
+    with tracking.training_run(
+        client,
+        settings.mlflow_tracking_uri,
+        run_name=f"train {label_date.date()}",
+        tags=common_tags,
+    ) as run_id:
+        tracking.log_params(
+            {
+                "as_of": label_date.date().isoformat(),
+                "data_start": data_start,
+                "data_fingerprint": fingerprint,
+                "gate_tolerance": settings.gate_tolerance,
+                **{f"n_{k}": len(v) for k, v in export.tables().items()},
+                **code,
+            }
+        )
+        if export.opportunities is not None:
+            reports.append(
+                _train_close(export, label_date, settings, client, truth, common_tags, steps)
+            )
+        else:
+            reports.append(
+                ModelReport(
+                    CLOSE_MODEL_NAME,
+                    "close probability",
+                    skipped_reason="the export has no opportunities",
+                )
+            )
+            steps.done()
+            steps.done()
+            steps.done()
+        if export.leads is not None:
+            reports.append(
+                _train_sqo(export, label_date, settings, client, truth, common_tags, steps)
+            )
+        else:
+            reports.append(
+                ModelReport(
+                    SQO_MODEL_NAME, "SQO likelihood", skipped_reason="the export has no leads"
+                )
+            )
+            steps.done()
+            steps.done()
+            steps.done()
+        tracking.set_tags(
+            {f"gate_{r.name}": r.gate.tag if r.gate else (r.skipped_reason or "") for r in reports}
+        )
+        steps.done()
+    return TrainingSummary(
+        data_dir=Path(data_dir),
+        as_of=label_date,
+        run_id=run_id,
+        fingerprint=fingerprint,
+        models=reports,
+        seconds=time.perf_counter() - started,
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+
+
+def _data_start(export: Export) -> str:
+    starts = [
+        t["created_at"].min()
+        for t in (export.opportunities, export.leads)
+        if t is not None and "created_at" in t.columns and t["created_at"].notna().any()
+    ]
+    return min(starts).date().isoformat() if starts else ""
+
+
+def _read_truth(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """The simulator's true probabilities, when the export is a simulation (``truth/``)."""
+    out: dict[str, pd.DataFrame] = {}
+    folder = Path(data_dir) / "truth"
+    for name in ("opportunity_snapshots", "leads"):
+        for suffix in (".parquet", ".csv"):
+            path = folder / f"{name}{suffix}"
+            if path.exists():
+                out[name] = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+                break
+    return out
+
+
+def _features_only(table: pd.DataFrame, drop: tuple[str, ...]) -> pd.DataFrame:
+    return table.drop(columns=[c for c in (*drop, *CURRENT_ONLY_FEATURES) if c in table.columns])
+
+
+def _days(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+    delta = pd.to_datetime(later).dt.normalize() - pd.to_datetime(earlier).dt.normalize()
+    return delta.dt.days.to_numpy(dtype="float64", na_value=np.nan)
+
+
+# ----------------------------------------------------------------------------------------
+# close probability
+# ----------------------------------------------------------------------------------------
+
+
+def _train_close(
+    export: Export,
+    label_date: pd.Timestamp,
+    settings: Settings,
+    client: Any,
+    truth: dict[str, pd.DataFrame],
+    common_tags: dict[str, str],
+    steps: _Steps,
+) -> ModelReport:
+    report = ModelReport(CLOSE_MODEL_NAME, "close probability")
+    steps("close probability: weekly snapshots and features")
+    opps = export.opportunities
+    assert opps is not None
+    dates = snapshot_dates(export)
+    table = opportunity_features.build_training_set(export, dates=dates)
+    snaps = table[["opportunity_id", "as_of"]]
+    lab = feature_labels.opportunity_labels(export, snaps)
+    known = ~lab["censored"].to_numpy(dtype=bool)
+    gap = splits.cycle_gap_days(
+        opps["created_at"], opps.get("closed_at", pd.Series(pd.NaT, index=opps.index))
+    )
+    steps.done()
+
+    steps("close probability: time split and fitting")
+    try:
+        split = splits.plan_opportunity_split(table["as_of"], label_date=label_date, gap_days=gap)
+        slices = splits.assign_opportunity_slices(snaps, lab["closed_at"], split)
+    except ValueError:
+        split, slices = None, pd.Series(pd.NA, index=table.index, dtype="string")
+    s = slices.to_numpy(dtype=object, na_value="")
+    train, cal, test = (s == splits.TRAIN), (s == splits.CALIBRATION), (s == splits.TEST)
+    full_train = train.copy()
+    if train.sum() > MAX_TRAIN_SNAPSHOTS:
+        train &= splits.thin_weeks(table["as_of"], every=2)
+    X = _features_only(table, ("opportunity_id", "as_of"))
+    y = lab["won"].to_numpy(dtype="float64")
+    days_to_close = _days(lab["closed_at"], table["as_of"])
+    h_q = _days(lab["quarter_end"], table["as_of"])
+    h_nq = _days(lab["next_quarter_end"], table["as_of"])
+    horizons = np.column_stack([h_q, h_nq])
+    ids = table["opportunity_id"].to_numpy(dtype=object)
+
+    train_deals = pd.DataFrame({"id": ids[full_train], "won": y[full_train]}).drop_duplicates("id")
+    closed_deals, wins = len(train_deals), int(train_deals["won"].sum())
+    report.counts = {
+        "snapshots": len(table),
+        "snapshots_known_outcome": int(known.sum()),
+        "train_rows": int(train.sum()),
+        "calibration_rows": int(cal.sum()),
+        "test_rows": int(test.sum()),
+        "train_closed_deals": closed_deals,
+        "train_wins": wins,
+        "gap_days": gap,
+    }
+    too_little = None
+    if closed_deals < settings.min_closed_deals or wins < settings.min_wins:
+        too_little = (
+            f"only {closed_deals} closed deals and {wins} wins in the training slice "
+            f"(need {settings.min_closed_deals} and {settings.min_wins})"
+        )
+    elif cal.sum() == 0 or test.sum() == 0:
+        too_little = (
+            "the history is too short for a calibration and a test slice after the training slice"
+        )
+
+    categorical = opportunity_features.categorical_columns(X)
+    model: Any
+    if too_little is None:
+        model = CloseProbabilityModel(categorical=categorical, n_jobs=2).fit(
+            X[train],
+            y[train].astype(int),
+            days_to_close=days_to_close[train],
+            horizons=horizons[train],
+            X_cal=X[cal],
+            y_cal=y[cal].astype(int),
+            days_to_close_cal=days_to_close[cal],
+            horizons_cal=horizons[cal],
+            groups_cal=ids[cal],
+        )
+        report.calibration = dict(model.calibration_method_)
+    else:
+        report.fallback_reason = too_little
+        report.kind = HistoricalCloseModel.kind
+        log.warning("close probability: %s; using the historical baseline instead", too_little)
+        fit_rows = (train if train.any() else known) & known
+        if fit_rows.sum() == 0:
+            report.skipped_reason = "no closed deals at all: nothing to learn from"
+            steps.done()
+            steps.done()
+            return report
+        model = HistoricalCloseModel().fit(
+            X[fit_rows], y[fit_rows], days_to_close=days_to_close[fit_rows]
+        )
+    steps.done()
+
+    steps("close probability: evaluation against the baselines")
+    base_rows = train if train.any() else known
+    stage = StageProbabilityBaseline(probabilities=export.stage_probabilities()).fit(
+        X[base_rows], y[base_rows]
+    )
+    hist_stage = HistoricalRateBaseline(by=("stage",)).fit(X[base_rows], y[base_rows])
+    hist_seg = HistoricalRateBaseline(by=("stage", "segment")).fit(X[base_rows], y[base_rows])
+    won_rows = base_rows & (y == 1)
+    share = InPeriodShareBaseline().fit(X[won_rows], days_to_close[won_rows])
+
+    Xt = X[test]
+    yt = y[test]
+    p_model = model.predict_proba(Xt)[:, 1]
+    q_model = model.predict_won_by(Xt, h_q[test])
+    nq_model = model.predict_won_by(Xt, h_nq[test])
+    p_stage = stage.predict_rate(Xt)
+    share_q = share.share(Xt, h_q[test])
+    share_nq = share.share(Xt, h_nq[test])
+    preds = {
+        "model": p_model,
+        STAGE_BASELINE: p_stage,
+        "historical_stage": hist_stage.predict_rate(Xt),
+        "historical_stage_segment": hist_seg.predict_rate(Xt),
+    }
+    preds_q = {
+        "model": q_model,
+        STAGE_BASELINE: p_stage * share_q,
+        "historical_stage": preds["historical_stage"] * share_q,
+    }
+    preds_nq = {"model": nq_model, STAGE_BASELINE: p_stage * share_nq}
+    champion_preds = _champion_predictions(
+        settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[test], h_nq[test])
+    )
+    report.previous_champion = champion_preds.get("version")
+    if champion_preds:
+        preds["champion"], preds_q["champion"], preds_nq["champion"] = champion_preds["p"]
+    true_snap = truth.get("opportunity_snapshots")
+    if true_snap is not None:
+        joined = _join_truth(table.loc[test, ["opportunity_id", "as_of"]], true_snap)
+        if joined is not None:
+            preds["truth"] = joined["p_win"]
+            preds_q["truth"] = joined["p_win_by_quarter_end"]
+            preds_nq["truth"] = joined["p_win_by_next_quarter_end"]
+    groups = {
+        "segment": Xt["segment"] if "segment" in Xt.columns else None,
+        "stage": Xt["stage"] if "stage" in Xt.columns else None,
+    }
+    groups = {k: v for k, v in groups.items() if v is not None}
+    baselines = [STAGE_BASELINE, "historical_stage", "historical_stage_segment"]
+    lab_t = lab.loc[test]
+    table_eval = pd.concat(
+        [
+            evaluate.evaluation_table("p_win", yt, preds, baselines=baselines, groups=groups),
+            evaluate.evaluation_table(
+                "p_win_in_period_quarter",
+                lab_t["won_by_quarter_end"].to_numpy(dtype="float64"),
+                preds_q,
+                baselines=[STAGE_BASELINE, "historical_stage"],
+                groups=groups,
+            ),
+            evaluate.evaluation_table(
+                "p_win_in_period_next_quarter",
+                lab_t["won_by_next_quarter_end"].to_numpy(dtype="float64"),
+                preds_nq,
+                baselines=[STAGE_BASELINE],
+                groups=groups,
+            ),
+        ],
+        ignore_index=True,
+    )
+    report.evaluation = table_eval
+    for target in table_eval["target"].unique():
+        report.metrics[target] = {
+            m: evaluate.headline(table_eval, target, m)
+            for m in table_eval.loc[table_eval["target"] == target, "model"].unique()
+        }
+    coherence = evaluate.in_period_coherence(p_model, q_model, nq_model)
+    steps.done()
+
+    steps("close probability: logging to MLflow and gating")
+    champion_brier = (
+        report.metrics["p_win"].get("champion", {}).get("brier") if champion_preds else None
+    )
+    report.gate = gates.decide(
+        challenger_brier=report.metrics["p_win"]["model"].get("brier", math.nan),
+        baseline_brier=report.metrics["p_win"][STAGE_BASELINE].get("brier", math.nan),
+        champion_brier=champion_brier,
+        tolerance=settings.gate_tolerance,
+        fallback=report.fallback_reason is not None,
+        champion_version=report.previous_champion,
+    )
+    reliability = {
+        name: evaluate.reliability(yt, p)
+        for name, p in preds.items()
+        if name in ("model", STAGE_BASELINE, "truth", "champion")
+    }
+    reliability_q = {
+        name: evaluate.reliability(lab_t["won_by_quarter_end"], p)
+        for name, p in preds_q.items()
+        if name in ("model", STAGE_BASELINE, "truth")
+    }
+    params = {
+        "model_kind": report.kind,
+        "categorical": ",".join(categorical),
+        "features": ",".join(X.columns),
+        **report.counts,
+        **(split.as_params() if split is not None else {}),
+        **({f"calibration_{k}": v for k, v in report.calibration.items()}),
+        **({k: v for k, v in model.get_params().items() if not isinstance(v, (list, tuple, dict))}),
+    }
+    if report.fallback_reason:
+        params["fallback_reason"] = report.fallback_reason
+    _log_model_run(
+        report,
+        model=model,
+        client=client,
+        params=params,
+        extra_metrics={f"coherence_{k}": v for k, v in coherence.items()},
+        reliability={"p_win": reliability, "p_win_in_period_quarter": reliability_q},
+        input_example=Xt.head(5) if len(Xt) else X.head(5),
+        common_tags=common_tags,
+    )
+    steps.done()
+    return report
+
+
+def _join_truth(keys: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame | None:
+    t = truth.copy()
+    t["as_of"] = pd.to_datetime(t["as_of"]).astype("datetime64[ns]")
+    t["opportunity_id"] = t["opportunity_id"].astype("string")
+    k = keys.reset_index(drop=True).copy()
+    k["opportunity_id"] = k["opportunity_id"].astype("string")
+    k["as_of"] = pd.to_datetime(k["as_of"]).astype("datetime64[ns]")
+    joined = k.merge(t, on=["opportunity_id", "as_of"], how="left")
+    if joined["p_win"].isna().mean() > 0.01:
+        log.info("truth covers only part of the test slice: not compared")
+        return None
+    return joined
+
+
+# ----------------------------------------------------------------------------------------
+# SQO likelihood
+# ----------------------------------------------------------------------------------------
+
+
+def _train_sqo(
+    export: Export,
+    label_date: pd.Timestamp,
+    settings: Settings,
+    client: Any,
+    truth: dict[str, pd.DataFrame],
+    common_tags: dict[str, str],
+    steps: _Steps,
+) -> ModelReport:
+    report = ModelReport(SQO_MODEL_NAME, "SQO likelihood")
+    steps("SQO likelihood: lead features and labels")
+    table = lead_features.build_training_set(export)
+    lab = feature_labels.lead_labels(export)
+    # a lead is a training row once its whole window has passed: an early SQO is "decided"
+    # sooner, and keeping those alone from the last window would over-count SQOs
+    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False).copy()
+    if "as_of" in table.columns:
+        window_end = table["as_of"] + pd.Timedelta(days=export.config.sqo_window_days)
+        passed = (window_end <= label_date).to_numpy(dtype=bool, na_value=False)
+        undated = table["as_of"].isna().to_numpy(dtype=bool)
+        decided &= passed | undated
+    table = table.loc[decided]
+    y = lab.loc[table.index, "is_sqo"].to_numpy(dtype="float64")
+    created = table["as_of"] if "as_of" in table.columns else None
+    slices, split_info = splits.split_leads(
+        created, window_days=export.config.sqo_window_days, n_rows=len(table)
+    )
+    s = slices.to_numpy(dtype=object, na_value="")
+    train, cal, test = (s == splits.TRAIN), (s == splits.CALIBRATION), (s == splits.TEST)
+    X = _features_only(table.reset_index(drop=True), ("lead_id", "as_of"))
+    report.counts = {
+        "decided_leads": len(table),
+        "sqos": int(np.nansum(y)),
+        "train_rows": int(train.sum()),
+        "calibration_rows": int(cal.sum()),
+        "test_rows": int(test.sum()),
+        "train_sqos": int(np.nansum(y[train])),
+    }
+    steps.done()
+
+    steps("SQO likelihood: fitting")
+    too_little = None
+    if len(table) < settings.min_decided_leads or np.nansum(y) < settings.min_sqos:
+        too_little = (
+            f"only {len(table)} decided leads and {int(np.nansum(y))} SQOs "
+            f"(need {settings.min_decided_leads} and {settings.min_sqos})"
+        )
+    elif cal.sum() == 0 or test.sum() == 0 or len(np.unique(y[train])) < 2:
+        too_little = "the lead history is too short for a calibration and a test slice"
+    categorical = lead_features.categorical_columns(X)
+    model: Any
+    if too_little is None:
+        model = SQOLikelihoodModel(categorical=categorical, n_jobs=2).fit(
+            X[train], y[train].astype(int), X_cal=X[cal], y_cal=y[cal].astype(int)
+        )
+        report.calibration = dict(model.calibration_method_)
+    else:
+        report.fallback_reason = too_little
+        report.kind = HistoricalLeadModel.kind
+        log.warning("SQO likelihood: %s; using the historical baseline instead", too_little)
+        if len(table) == 0:
+            report.skipped_reason = "no decided leads: nothing to learn from"
+            steps.done()
+            steps.done()
+            return report
+        rows = train if train.sum() > 0 else np.ones(len(y), dtype=bool)
+        model = HistoricalLeadModel().fit(X[rows], y[rows])
+        if test.sum() == 0:
+            test = rows
+    steps.done()
+
+    steps("SQO likelihood: evaluation, MLflow and gate")
+    base_rows = train if train.sum() > 0 else np.ones(len(y), dtype=bool)
+    base = HistoricalRateBaseline(by=("source", "signal_type")).fit(X[base_rows], y[base_rows])
+    overall = HistoricalRateBaseline(by=()).fit(X[base_rows], y[base_rows])
+    Xt, yt = X[test], y[test]
+    preds = {
+        "model": model.predict_proba(Xt)[:, 1],
+        LEAD_BASELINE: base.predict_rate(Xt),
+        "overall_rate": overall.predict_rate(Xt),
+    }
+    champion_preds = _champion_predictions(settings, client, SQO_MODEL_NAME, Xt)
+    report.previous_champion = champion_preds.get("version")
+    if champion_preds:
+        preds["champion"] = champion_preds["p"][0]
+    true_leads = truth.get("leads")
+    if true_leads is not None:
+        ids = table.index[test].astype(str)
+        p_true = true_leads.assign(lead_id=true_leads["lead_id"].astype(str)).set_index("lead_id")[
+            "p_sqo"
+        ]
+        mapped = pd.Series(ids).map(p_true)
+        if mapped.notna().all():
+            preds["truth"] = mapped.to_numpy(dtype="float64")
+    groups = {c: Xt[c] for c in ("source", "signal_type", "industry") if c in Xt.columns}
+    table_eval = evaluate.evaluation_table(
+        "sqo", yt, preds, baselines=[LEAD_BASELINE, "overall_rate"], groups=groups
+    )
+    report.evaluation = table_eval
+    report.metrics["sqo"] = {m: evaluate.headline(table_eval, "sqo", m) for m in preds}
+    champion_brier = (
+        report.metrics["sqo"].get("champion", {}).get("brier") if champion_preds else None
+    )
+    report.gate = gates.decide(
+        challenger_brier=report.metrics["sqo"]["model"].get("brier", math.nan),
+        baseline_brier=report.metrics["sqo"][LEAD_BASELINE].get("brier", math.nan),
+        champion_brier=champion_brier,
+        tolerance=settings.gate_tolerance,
+        fallback=report.fallback_reason is not None,
+        champion_version=report.previous_champion,
+    )
+    reliability = {
+        name: evaluate.reliability(yt, p)
+        for name, p in preds.items()
+        if name in ("model", LEAD_BASELINE, "truth", "champion")
+    }
+    params = {
+        "model_kind": report.kind,
+        "categorical": ",".join(categorical),
+        "features": ",".join(X.columns),
+        **report.counts,
+        **split_info,
+        **({f"calibration_{k}": v for k, v in report.calibration.items()}),
+        **({k: v for k, v in model.get_params().items() if not isinstance(v, (list, tuple, dict))}),
+    }
+    if report.fallback_reason:
+        params["fallback_reason"] = report.fallback_reason
+    _log_model_run(
+        report,
+        model=model,
+        client=client,
+        params=params,
+        extra_metrics={},
+        reliability={"sqo": reliability},
+        input_example=Xt.head(5) if len(Xt) else X.head(5),
+        common_tags=common_tags,
+    )
+    steps.done()
+    return report
+
+
+# ----------------------------------------------------------------------------------------
+# the champion, MLflow
+# ----------------------------------------------------------------------------------------
+
+
+def _champion_predictions(
+    settings: Settings,
+    client: Any,
+    name: str,
+    X: pd.DataFrame,
+    *,
+    close: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The current champion re-scored on the new test rows ({} when there is none)."""
+    version = tracking.champion_version(client, name)
+    if version is None or len(X) == 0:
+        return {}
+    from serving.registry import load_champion
+
+    try:
+        champion, info = load_champion(settings, name)
+    except Exception as exc:  # noqa: BLE001 — an unloadable champion must not stop training
+        log.warning("the champion of %s (v%s) cannot be loaded: %s", name, version, exc)
+        return {}
+    p = np.asarray(champion.predict_proba(X)[:, 1], dtype="float64")
+    if close is None:
+        return {"version": str(info.get("version", version)), "p": (p,)}
+    q = champion.predict_won_by(X, close[0])
+    nq = champion.predict_won_by(X, close[1])
+    return {"version": str(info.get("version", version)), "p": (p, q, nq)}
+
+
+def _log_model_run(
+    report: ModelReport,
+    *,
+    model: Any,
+    client: Any,
+    params: dict[str, Any],
+    extra_metrics: dict[str, float],
+    reliability: dict[str, dict[str, pd.DataFrame]],
+    input_example: pd.DataFrame,
+    common_tags: dict[str, str],
+) -> None:
+    assert report.gate is not None and report.evaluation is not None
+    with tracking.model_run(report.name) as run_id:
+        report.run_id = run_id
+        tracking.log_params(params)
+        flat: dict[str, float] = {}
+        for target, by_model in report.metrics.items():
+            for m, values in by_model.items():
+                for k, v in values.items():
+                    flat[f"{target}.{m}.{k}"] = v
+        # the headline numbers of the model under short names, for the /models endpoint
+        main_target = "p_win" if "p_win" in report.metrics else "sqo"
+        for k in ("auc", "brier", "log_loss", "ece", "top_decile_lift"):
+            if k in report.metrics[main_target].get("model", {}):
+                flat[f"test_{k}"] = report.metrics[main_target]["model"][k]
+        tracking.log_metrics({**flat, **extra_metrics})
+        tracking.set_tags(
+            {
+                "model_kind": report.kind,
+                "fallback": "yes" if report.fallback_reason else "no",
+                "gate": report.gate.tag,
+            }
+        )
+        tracking.log_table(report.evaluation, "evaluation/evaluation.csv")
+        tracking.log_json(
+            {
+                "metrics": report.metrics,
+                "counts": report.counts,
+                "gate": report.gate.tag,
+                "calibration": report.calibration,
+            },
+            "evaluation/metrics.json",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            for target, tables in reliability.items():
+                for name, t in tables.items():
+                    tracking.log_table(
+                        t.assign(model=name), f"evaluation/reliability_{target}_{name}.csv"
+                    )
+                png = plots.reliability_diagram(
+                    tables,
+                    folder / f"reliability_{target}.png",
+                    title=f"{report.label}: {target} (test slice)",
+                )
+                tracking.log_file(png, "charts")
+            importance = getattr(model, "feature_importances_", None)
+            if isinstance(importance, pd.Series) and len(importance):
+                tracking.log_table(
+                    importance.rename_axis("feature").reset_index(),
+                    "evaluation/feature_importance.csv",
+                )
+                png = plots.feature_importance_chart(
+                    importance,
+                    folder / "feature_importance.png",
+                    title=f"{report.label}: feature importance",
+                )
+                tracking.log_file(png, "charts")
+        version_tags = {
+            **{
+                k: common_tags[k]
+                for k in ("trained_at", "data_start", "data_end", "data_fingerprint")
+            },
+            "gate": report.gate.tag,
+            "model_kind": report.kind,
+            "fallback": report.fallback_reason or "no",
+            "git_commit": common_tags.get("git_commit", ""),
+            "package_version": common_tags.get("package_version", ""),
+        }
+        report.version = tracking.log_and_register(
+            model,
+            registered_name=report.name,
+            input_example=input_example,
+            version_tags=version_tags,
+            client=client,
+        )
+        if report.gate.passed:
+            tracking.set_champion(client, report.name, report.version)
+
+
+# ----------------------------------------------------------------------------------------
+# the summary table
+# ----------------------------------------------------------------------------------------
+
+_METRICS = (
+    ("auc", "AUC"),
+    ("brier", "Brier"),
+    ("log_loss", "log loss"),
+    ("ece", "ECE"),
+    ("top_decile_lift", "top-decile lift"),
+)
+
+
+def render_summary(summary: TrainingSummary, console: Console) -> None:
+    """Metrics side by side with the baselines and the previous champion, and the gate decision."""
+    console.print(
+        f"[bold]pipecast train[/] — {summary.data_dir} as of {summary.as_of.date()} "
+        f"({summary.seconds:.0f} s, MLflow run {summary.run_id})",
+        highlight=False,
+    )
+    for report in summary.models:
+        if report.skipped_reason and report.version is None:
+            console.print(
+                f"[yellow]{report.label}: not trained[/] — {report.skipped_reason}", highlight=False
+            )
+            continue
+        if report.fallback_reason:
+            console.print(
+                f"[bold yellow]{report.label}: too little data[/] — {report.fallback_reason}. "
+                "The historical baseline was registered instead of a learned model.",
+                highlight=False,
+            )
+        for target, by_model in report.metrics.items():
+            table = Table(
+                title=f"{report.label} — {target} (test slice, n={int(by_model.get('model', {}).get('n', 0))})",
+                title_justify="left",
+            )
+            table.add_column("metric")
+            names = list(by_model)
+            for name in names:
+                table.add_column(name, justify="right")
+            for key, label in _METRICS:
+                table.add_row(label, *[_fmt(by_model[n].get(key)) for n in names])
+            skill_keys = sorted(
+                {k for v in by_model.values() for k in v if k.startswith("brier_skill_vs_")}
+            )
+            for key in skill_keys:
+                table.add_row(
+                    key.replace("brier_skill_vs_", "Brier skill vs "),
+                    *[_fmt(by_model[n].get(key)) for n in names],
+                )
+            console.print(table)
+        gate = report.gate
+        if gate is not None:
+            colour = "green" if gate.passed else "red"
+            verdict = "promoted to champion" if gate.passed else "registered, NOT promoted"
+            console.print(
+                f"[{colour}]{report.name} v{report.version}: {verdict}[/] — {gate.reason}",
+                highlight=False,
+            )
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.4f}"
