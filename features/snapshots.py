@@ -39,6 +39,16 @@ log = logging.getLogger(__name__)
 
 #: fields of a deal that change over its life and that stage_history records
 STATE_FIELDS = ("stage", "amount", "expected_close_date", "forecast_category")
+#: columns of the opportunities row that change over a deal's life (or are its outcome)
+_CHANGING = {
+    "opportunity_id",
+    "stage",
+    "status",
+    "amount",
+    "closed_at",
+    "expected_close_date",
+    "next_step",
+}
 #: current-value columns with no history: known only on (or after) the export date
 CURRENT_ONLY_OPPORTUNITY_COLUMNS = ("next_step",)
 CURRENT_ONLY_LEAD_COLUMNS = ("last_contacted_at",)
@@ -206,7 +216,8 @@ def state_as_of(export: Export, as_of: Any) -> pd.DataFrame:
     DataFrame
         Indexed by ``opportunity_id`` (deals open at D: created on or before D and not closed on
         or before D), with ``stage``, ``amount``, ``expected_close_date`` and
-        ``forecast_category``. From ``stage_history`` when there is one; without it, these are
+        ``forecast_category``, then the fields of the opportunities row that do not change
+        (``account_id``, ``created_at``, ``segment``, ``owner_id``, …; not ``next_step``). From ``stage_history`` when there is one; without it, these are
         known only on or after the export date (current values) and are missing for a past D —
         a deal's stage or amount could have changed since, and the current row of a deal closed
         since shows its outcome.
@@ -214,6 +225,13 @@ def state_as_of(export: Export, as_of: Any) -> pd.DataFrame:
     day = as_day(as_of)
     snaps = opportunity_snapshots(export, [day])
     state = state_frame(export, snaps["opportunity_id"], snaps["as_of"])
+    opps = export.opportunities
+    if opps is not None and len(state):
+        pos = pd.Index(opps["opportunity_id"]).get_indexer(snaps["opportunity_id"].to_numpy())
+        for name in opps.columns:
+            if name not in _CHANGING and name not in state.columns:
+                state[name] = take(opps[name], pos).to_numpy()
+                state[name] = state[name].astype(opps[name].dtype)
     state.index = pd.Index(
         snaps["opportunity_id"].to_numpy(), name="opportunity_id", dtype="string"
     )

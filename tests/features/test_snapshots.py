@@ -198,6 +198,17 @@ def test_state_as_of_uses_history_in_force() -> None:
     assert state.loc["O1", "expected_close_date"] == T("2026-04-15")  # pushed on 03-12
     assert state.loc["O1", "forecast_category"] == "best_case"  # empty cell = unchanged
     assert state.loc["O1", "amount"] == 12000.0
+    assert list(state.columns) == [
+        "stage",
+        "amount",
+        "expected_close_date",
+        "forecast_category",
+        "account_id",
+        "created_at",
+        "owner_id",
+        "segment",
+    ]
+    assert state.loc["O2", "segment"] == "SMB" and str(state["segment"].dtype) == "string"
     early = state_as_of(hand_export(), "2026-03-09")
     assert early.loc["O1", "stage"] == "Discovery" and early.loc["O1", "amount"] == 10000.0
 
