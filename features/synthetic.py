@@ -363,57 +363,80 @@ def _live(p: SegmentProcess, rng: np.random.Generator, cal: _Calendar, created: 
 
 
 def _truth(p: SegmentProcess, cal: _Calendar, created: np.ndarray, quality: np.ndarray,
-           start_stage: np.ndarray, lives: _Lives) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           start_stage: np.ndarray, lives: _Lives, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact P(win), P(win by quarter end), P(win by next quarter end) at every age.
 
-    Returns arrays (n, max_age + 1) valued at the deal's realised state at the end of each
-    age (NaN where the deal is closed), and P(win) at creation.
+    Backward induction over the weeks left, on the grid of (stage, weeks in stage), for
+    blocks of deals at a time. Returns arrays (n, max_age + 1) valued at the deal's realised
+    state at the end of each age (NaN where the deal is closed), and P(win) at creation.
+    The weekly probabilities are those of :func:`_step_probs`, with its exponentials split
+    into a per-deal factor and a per-state factor (the same numbers, computed faster).
     """
     n = len(created)
     u0 = cal.index(created)
     A = p.max_age
     K = WIS_CAP + 1
-    stages = np.arange(4)[None, :, None]
-    wis = np.arange(K)[None, None, :]
-    q = quality[:, None, None]
-    V = np.zeros((n, 4, K))
-    B1 = np.zeros((n, 4, K))
-    B2 = np.zeros((n, 4, K))
+    w = np.arange(K)
+    adv_base = np.array([*p.advance, -np.inf])[:, None]
+    win_base = np.array([-np.inf, -np.inf, *p.win])[:, None]
+    loss_base = np.array(p.loss)[:, None]
+    g_adv = np.exp(adv_base - 0.08 * np.maximum(w - 2, 0))
+    g_win = np.broadcast_to(np.exp(win_base), (4, K))
+    g_loss = np.exp(loss_base + p.stale_slope * np.maximum(w - p.stale_after, 0))
+    stay_to = np.minimum(w + 1, K - 1)
     out_v = np.full((n, A + 1), np.nan)
     out_b1 = np.full((n, A + 1), np.nan)
     out_b2 = np.full((n, A + 1), np.nan)
+    first_values = []  # V at age 0 for weeks in stage 0 and 1, per block
+    for lo in range(0, n, chunk):
+        c = slice(lo, min(lo + chunk, n))
+        m = c.stop - c.start
+        d_adv = np.exp(B_ADVANCE * quality[c])[:, None, None]
+        d_win = np.exp(B_WIN * quality[c])
+        d_loss = np.exp(-B_LOSS * quality[c])
+        V = np.zeros((m, 4, K))
+        B1 = np.zeros((m, 4, K))
+        B2 = np.zeros((m, 4, K))
+        zero = np.zeros((m, 1, 1))
+        rows = np.arange(m)
 
-    def carry(X: np.ndarray, ps: np.ndarray, pa: np.ndarray) -> np.ndarray:
-        stay = np.concatenate([X[:, :, 1:], X[:, :, -1:]], axis=2)
-        nxt = np.concatenate([X[:, 1:, :1], np.zeros((n, 1, 1))], axis=1)
-        return ps * stay + pa * nxt
+        def carry(X: np.ndarray, ps: np.ndarray, pa: np.ndarray, zero: np.ndarray = zero) -> np.ndarray:
+            nxt = np.concatenate([X[:, 1:, :1], zero], axis=1)
+            return ps * X[:, :, stay_to] + pa * nxt
 
-    rows = np.arange(n)
-    for j in range(A, -1, -1):
-        if j < A:
-            u = u0 + j + 1
-            pw, pl, pa = _step_probs(p, q, stages, wis, j, cal.pull[u][:, None, None])
-            ps = 1.0 - pw - pl - pa
-            turn = cal.quarter_turn[u0 + j][:, None, None]
-            cont_b1 = carry(B1, ps, pa)
-            cont_b2 = carry(B2, ps, pa)
-            V = pw + carry(V, ps, pa)
-            B2 = pw + np.where(turn == 0, cont_b2, cont_b1)
-            B1 = np.where(turn == 0, pw + cont_b1, np.where(turn == 1, pw, 0.0))
-        open_at = lives.close_step > j
-        i = rows[open_at]
-        k = lives.stage_after[i, j].astype(np.int64)
-        w = lives.wis_after[i, j].astype(np.int64)
-        out_v[i, j] = V[i, k, w]
-        out_b1[i, j] = B1[i, k, w]
-        out_b2[i, j] = B2[i, k, w]
+        for j in range(A, -1, -1):
+            if j < A:
+                u = u0[c] + j + 1
+                old = np.exp(p.old_slope * max(j - p.old_after, 0))
+                e_adv = d_adv * g_adv
+                e_win = (d_win * np.exp(PULL_IN * cal.pull[u]))[:, None, None] * g_win
+                e_loss = (d_loss * old)[:, None, None] * g_loss
+                ps = 1.0 / (1.0 + e_adv + e_win + e_loss)  # "stay" has logit 0
+                pw = e_win * ps
+                pa = e_adv * ps
+                turn = cal.quarter_turn[u0[c] + j][:, None, None]
+                cont_b1 = carry(B1, ps, pa)
+                cont_b2 = carry(B2, ps, pa)
+                V = pw + carry(V, ps, pa)
+                B2 = pw + np.where(turn == 0, cont_b2, cont_b1)
+                B1 = np.where(turn == 0, pw + cont_b1, np.where(turn == 1, pw, 0.0))
+            open_at = lives.close_step[c] > j
+            i = rows[open_at]
+            k = lives.stage_after[lo + i, j].astype(np.int64)
+            s = lives.wis_after[lo + i, j].astype(np.int64)
+            out_v[lo + i, j] = V[i, k, s]
+            out_b1[lo + i, j] = B1[i, k, s]
+            out_b2[lo + i, j] = B2[i, k, s]
+        first_values.append(V[:, :, :2])
+    V0 = np.concatenate(first_values) if n else np.zeros((0, 4, 2))
     # the creation step: a partial week from the creation day to the first Sunday
+    rows = np.arange(n)
     f = ((cal.sunday[u0] - created) + 1) / 7.0
     k0 = start_stage.astype(np.int64)
     pw, pl, pa = _step_probs(p, quality, k0, np.zeros(n, dtype=np.int64), 0, cal.pull[u0])
     pw, pl, pa = pw * f, pl * f, pa * f
-    nxt = np.where(k0 < 3, V[rows, np.minimum(k0 + 1, 3), 0], 0.0)
-    at_creation = pw + pa * nxt + (1.0 - pw - pl - pa) * V[rows, k0, 1]
+    nxt = np.where(k0 < 3, V0[rows, np.minimum(k0 + 1, 3), 0], 0.0)
+    at_creation = pw + pa * nxt + (1.0 - pw - pl - pa) * V0[rows, k0, 1]
     return out_v, out_b1, out_b2, at_creation
 
 
@@ -714,14 +737,24 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     })
     oa = opp_acts.loc[(opp_acts["occurred_at"].to_numpy() < export_end) & in_export[opp_acts["deal"].to_numpy()]]
     la_ = lead_acts.loc[lead_acts["occurred_at"].to_numpy() < export_end]
-    activities = pd.concat([
-        pd.DataFrame({"opportunity_id": opp_id[oa["deal"].to_numpy()], "lead_id": "",
-                      "occurred_at": oa["occurred_at"].to_numpy(), "type": oa["type"].to_numpy(),
-                      "direction": oa["direction"].to_numpy()}),
-        pd.DataFrame({"opportunity_id": "", "lead_id": lead_id[la_["lead"].to_numpy()],
-                      "occurred_at": la_["occurred_at"].to_numpy(), "type": la_["type"].to_numpy(),
-                      "direction": la_["direction"].to_numpy()}),
-    ], ignore_index=True).sort_values(["occurred_at", "opportunity_id", "lead_id"], kind="stable", ignore_index=True)
+    # activities in time order (ties: by opportunity, then lead, in id order), sorted on numbers
+    deal_rank = np.empty(n, dtype=np.int64)
+    deal_rank[order] = np.arange(len(order))
+    lead_rank = np.empty(n_leads, dtype=np.int64)
+    lead_rank[lead_order] = np.arange(n_leads)
+    act_deal = np.concatenate([oa["deal"].to_numpy(), np.full(len(la_), -1)])
+    act_lead = np.concatenate([np.full(len(oa), -1), la_["lead"].to_numpy()])
+    act_time = np.concatenate([oa["occurred_at"].to_numpy(), la_["occurred_at"].to_numpy()])
+    tie = np.where(act_deal >= 0, deal_rank[np.maximum(act_deal, 0)], n + lead_rank[np.maximum(act_lead, 0)])
+    ao = np.lexsort((tie, act_time))
+    act_deal, act_lead = act_deal[ao], act_lead[ao]
+    activities = pd.DataFrame({
+        "opportunity_id": np.where(act_deal >= 0, opp_id[np.maximum(act_deal, 0)], ""),
+        "lead_id": np.where(act_lead >= 0, lead_id[np.maximum(act_lead, 0)], ""),
+        "occurred_at": act_time[ao],
+        "type": np.concatenate([oa["type"].to_numpy(), la_["type"].to_numpy()])[ao],
+        "direction": np.concatenate([oa["direction"].to_numpy(), la_["direction"].to_numpy()])[ao],
+    })
     lo = lead_order
     la_acc = L["account"][lo]
     meet_known = (L["meeting_day"][lo] >= 0) & (L["meeting_day"][lo] <= export_day)
@@ -768,9 +801,10 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     # --- truth ---------------------------------------------------------------------------
     snaps = pd.concat(snap_parts, ignore_index=True)
     snaps = snaps.loc[in_export[snaps["deal"].to_numpy()]]
+    snaps = snaps.iloc[np.lexsort((snaps["as_of"].to_numpy(), deal_rank[snaps["deal"].to_numpy()]))]
     snaps.insert(0, "opportunity_id", opp_id[snaps["deal"].to_numpy()])
     snaps["as_of"] = _as_date(snaps["as_of"].to_numpy())
-    snaps = snaps.drop(columns="deal").sort_values(["opportunity_id", "as_of"], ignore_index=True)
+    snaps = snaps.drop(columns="deal").reset_index(drop=True)
     truth_opps = pd.DataFrame({
         "opportunity_id": opp_id[o],
         "segment": seg[o],
