@@ -950,6 +950,10 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             df.to_parquet(tmp, index=False)
         else:
             _format_for_csv(df).to_csv(tmp, index=False)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
