@@ -88,6 +88,20 @@ TITLE_FLAGS: dict[str, str] = {
     "title_finance": r"\b(?:finance|financial|cfo|controller|accounting)\b",
     "title_operations": r"\b(?:operations|ops|revops|coo)\b",
 }
+#: counts at the lead's account (NaN when the lead has no account or no time)
+ACCOUNT_FEATURES = (
+    "account_leads_before",
+    "account_sqos_before",
+    "account_open_opportunities",
+    "account_won_opportunities",
+)
+#: shrunk SQO rates of similar leads, by the columns that define "similar"
+RATE_GROUPS: dict[str, tuple[str, ...]] = {
+    "source_signal_sqo_rate": ("source", "signal_type"),
+    "industry_sqo_rate": ("industry",),
+    "sdr_sqo_rate": ("sdr_id",),
+}
+RATE_FEATURES = tuple(RATE_GROUPS)
 #: prior strength k of the shrunk SQO rates
 RATE_PRIOR_STRENGTH = 20.0
 _MISSING = "<missing>"
@@ -225,17 +239,12 @@ def _features(
         if "account_id" in targets.columns
         else np.ones(n, dtype=bool)
     )
-    for name, values in list(cols.items()):
-        if name.startswith("account_"):
-            cols[name] = np.where(no_account, np.nan, values)
-    for name, values in list(cols.items()):
-        if name in (
-            "account_leads_before",
-            "account_sqos_before",
-            "account_open_opportunities",
-            "account_won_opportunities",
-        ) or name.endswith("_sqo_rate"):
-            cols[name] = np.where(no_time, np.nan, values)
+    for name in ACCOUNT_FEATURES:
+        if name in cols:
+            cols[name] = np.where(no_account | no_time, np.nan, cols[name])
+    for name in RATE_FEATURES:
+        if name in cols:
+            cols[name] = np.where(no_time, np.nan, cols[name])
     out = pd.DataFrame(cols, index=pd.RangeIndex(n))
     for name in out.columns:
         values = out[name]
@@ -386,12 +395,7 @@ def _similar_lead_rates(
     all_pos = count_before_all(pos_time, b) - self_pos
     with np.errstate(divide="ignore", invalid="ignore"):
         prior = np.where(all_dec > 0, all_pos / all_dec, np.nan)
-    groups: dict[str, tuple[str, ...]] = {
-        "source_signal_sqo_rate": ("source", "signal_type"),
-        "industry_sqo_rate": ("industry",),
-        "sdr_sqo_rate": ("sdr_id",),
-    }
-    for name, columns in groups.items():
+    for name, columns in RATE_GROUPS.items():
         present = tuple(c for c in columns if c in pool.columns and c in targets.columns)
         if not present:
             continue
