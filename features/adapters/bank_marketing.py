@@ -32,10 +32,12 @@ when there was one (``prior_campaign_success`` / ``prior_campaign_failure`` /
 ``prior_campaign_other``).
 Everything else known before the call is kept as extra columns (dots in names become
 underscores) and declared in ``dataset.yaml`` ``features: {leads: [...]}``: age, job, marital,
-education, default, housing, loan, campaign, pdays, previously_contacted, previous, poutcome,
+education, default, housing, loan, pdays, previously_contacted, previous, poutcome,
 plus the five economic indicators (additional file) or balance (full file). ``job`` is kept
 beside ``title`` because lead features read a title only through seniority and function
-keywords, which occupations such as "blue-collar" never match. ``pdays`` = 999
+keywords, which occupations such as "blue-collar" never match. ``campaign`` (calls in this
+campaign, including the last) is kept as a column but not declared: it is only complete once
+the outcome is known. ``pdays`` = 999
 (-1 in ``bank-full.csv``) means "not previously contacted": it becomes missing, and
 ``previously_contacted`` says so explicitly.
 """
@@ -142,7 +144,11 @@ def convert(src: Path) -> Export:
         if column in NUMERIC_COLUMNS:
             values = _to_number(values, path, column)
         leads[name] = values
-        extras.append(name)
+        # ``campaign`` counts the calls of *this* campaign including the last one: it is only
+        # complete once the outcome is known (calls stop at a yes), so it is kept as a column
+        # but never declared as a pre-sequencing feature.
+        if column != "campaign":
+            extras.append(name)
         if column == "pdays":
             not_contacted = (raw["pdays"].str.strip() == NOT_CONTACTED[kind]).to_numpy(dtype=bool)
             leads["pdays"] = leads["pdays"].mask(not_contacted)
