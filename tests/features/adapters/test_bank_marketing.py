@@ -87,6 +87,8 @@ def test_round_trip_declares_features(tmp_path: Path, additional_file: Path) -> 
         "poutcome",
     } <= set(features)
     assert not any("." in f for f in features) and "duration" not in features
+    # complete only once the outcome is known: kept as a column, never a feature
+    assert "campaign" not in features and "campaign" in export.leads.columns
     back = read_export(write_export(export, tmp_path / "out"), require=("leads",))
     assert back.leads["is_sqo"].tolist() == export.leads["is_sqo"].tolist()
     assert back.exported_at == pd.Timestamp("2009-03-03")
