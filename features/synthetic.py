@@ -145,8 +145,8 @@ SEGMENT_PROCESSES = {
         loss=(0.00, -0.35, -0.65, -0.75), stale_after=3, stale_slope=0.30, old_after=8, old_slope=0.12,
         max_age=20, amount_median=12_000, cycle_days=18, activity_rate=3.0),
     "Mid-Market": SegmentProcess(
-        "Mid-Market", share=0.35, start=(0.70, 0.30, 0.0), advance=(-1.00, -1.10, -1.20), win=(-3.20, -1.20),
-        loss=(-1.30, -1.80, -2.00, -2.00), stale_after=5, stale_slope=0.22, old_after=14, old_slope=0.10,
+        "Mid-Market", share=0.35, start=(0.70, 0.30, 0.0), advance=(-0.80, -0.90, -1.00), win=(-3.20, -1.10),
+        loss=(-1.20, -1.70, -1.90, -1.90), stale_after=5, stale_slope=0.22, old_after=14, old_slope=0.10,
         max_age=34, amount_median=45_000, cycle_days=38, activity_rate=3.5),
     "Enterprise": SegmentProcess(
         "Enterprise", share=0.20, start=(0.80, 0.20, 0.0), advance=(-2.30, -2.50, -2.60), win=(-4.20, -2.10),
@@ -496,7 +496,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
     size = np.select([seg == "SMB", seg == "Mid-Market"], [0.0, 0.10], -0.15)
     fit = _effect(acc["industry"][acc_of], INDUSTRIES) + _effect(function, FUNCTIONS)
     sig = has_signal.astype(float)
-    meet_logit = (-2.05 + 0.75 * sig + _effect(seniority, SENIORITY, 1) + 0.8 * fit + size
+    meet_logit = (-1.90 + 0.75 * sig + _effect(seniority, SENIORITY, 1) + 0.8 * fit + size
                   + _effect(source, LEAD_SOURCES) + sdr_skill[sdr]
                   + np.where(sequence == "cold-9-touch", 0.10, 0.0) + rng.normal(0, 0.20, n))
     sqo_logit = (-1.30 + 0.90 * sig + _effect(seniority, SENIORITY, 2) + 0.9 * fit
