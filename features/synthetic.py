@@ -105,7 +105,7 @@ FUNCTIONS = {  # name: (share, ICP effect)
     "IT": (0.10, -0.25),
     "Customer Success": (0.05, 0.00),
 }
-TITLE_PREFIX = {
+TITLE_PREFIX: dict[str, str | dict[str, str]] = {
     "C-Level": {"Sales": "Chief Revenue Officer", "Revenue Operations": "Chief Operating Officer",
                 "Marketing": "Chief Marketing Officer", "Finance": "Chief Financial Officer",
                 "IT": "Chief Information Officer", "Customer Success": "Chief Customer Officer"},
@@ -191,6 +191,11 @@ def _choice(rng: np.random.Generator, table: dict[str, Any], n: int) -> np.ndarr
 def _effect(values: np.ndarray, table: dict[str, Any], pos: int = 1) -> np.ndarray:
     lookup = {k: v[pos] for k, v in table.items()}
     return np.array([lookup.get(v, 0.0) for v in values], dtype=float)
+
+
+def _title(seniority: str, function: str) -> str:
+    form = TITLE_PREFIX[seniority]
+    return form[function] if isinstance(form, dict) else form.format(f=function)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -483,10 +488,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
     signal = np.where(has_signal, _choice(rng, SIGNALS, n), "")
     seniority = _choice(rng, SENIORITY, n)
     function = _choice(rng, FUNCTIONS, n)
-    title = np.array([
-        TITLE_PREFIX[s][f] if isinstance(TITLE_PREFIX[s], dict) else str(TITLE_PREFIX[s]).format(f=f)  # type: ignore[index]
-        for s, f in zip(seniority, function, strict=True)
-    ], dtype=object)
+    title = np.asarray([_title(s, f) for s, f in zip(seniority, function, strict=True)], dtype=object)
     sdr_skill = rng.normal(0, 0.30, n_sdr)
     sdr = rng.integers(0, n_sdr, n)
     sequence = np.where(signal != "", "signal-personal",
@@ -830,7 +832,6 @@ def _pushes(rng: np.random.Generator, cal: _Calendar, created: np.ndarray, close
 
     Pushes happen only in weeks a deal survives (it is still open at the end of the week).
     """
-    n = len(created)
     u0 = cal.index(created)
     ecd = ecd0.copy()
     slip = 0.035 * np.exp(-0.6 * engagement)
