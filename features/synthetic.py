@@ -18,7 +18,9 @@ exactly by dynamic programming over the remaining weeks (vectorised across deals
     the export date): ``p_win`` (eventually won), ``p_win_by_quarter_end`` (won on or before
     the last day of the fiscal quarter containing ``as_of``), ``p_win_by_next_quarter_end``.
 ``truth/opportunities``
-    ``p_win_at_creation`` and the outcome, also for deals still open at export.
+    ``segment``, ``p_win_at_creation``, the deal's ``quality`` (logit scale) and hidden
+    ``engagement``, and ``final_status`` / ``final_closed_at``: the outcome, also for deals
+    still open at export (it lies after the export date for those).
 ``truth/leads``
     ``p_sqo``: P(SQO within ``sqo_window_days`` of ``created_at``).
 """
