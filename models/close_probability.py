@@ -102,10 +102,10 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         calibration: str = "auto",
         random_horizons: int = 4,
         max_horizon_days: int = 540,
-        n_estimators: int = 600,
-        learning_rate: float = 0.05,
-        num_leaves: int = 31,
-        min_child_samples: int = 100,
+        n_estimators: int = 1500,
+        learning_rate: float = 0.03,
+        num_leaves: int = 15,
+        min_child_samples: int = 200,
         n_jobs: int = 2,
         random_state: int = 0,
     ) -> None:
@@ -157,6 +157,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         days_to_close_cal: Any = None,
         horizons_cal: Any = None,
         groups_cal: Any = None,
+        sample_weight: Any = None,
     ) -> CloseProbabilityModel:
         """Fit on the training slice; calibrate on the calibration slice when given.
 
@@ -173,6 +174,8 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
             The same for the later calibration slice; also used to stop boosting early.
         groups_cal
             Opportunity id per calibration row, so calibration folds keep a deal together.
+        sample_weight
+            Optional weight per training row (of the p_win classifier).
         """
         rng = np.random.default_rng(self.random_state)
         yv = np.asarray(y, dtype="int64")
@@ -181,7 +184,9 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         has_cal = X_cal is not None and len(X_cal) > 0 and np.unique(np.asarray(y_cal)).size == 2
         ycal = np.asarray(y_cal, dtype="int64") if has_cal else None
 
-        self.win_ = self._classifier().fit(X, yv, eval_set=(X_cal, ycal) if has_cal else None)
+        self.win_ = self._classifier().fit(
+            X, yv, eval_set=(X_cal, ycal) if has_cal else None, sample_weight=sample_weight
+        )
 
         won: np.ndarray = np.asarray(yv == 1, dtype=bool)
         Xs, ls, _ = stack_horizons(

@@ -533,6 +533,10 @@ def _train_sqo(
         passed = (window_end <= label_date).to_numpy(dtype=bool, na_value=False)
         undated = table["as_of"].isna().to_numpy(dtype=bool)
         decided &= passed | undated
+    # do-not-contact leads are never put on a list: they are neither trained on nor scored
+    if export.leads is not None and "do_not_contact" in export.leads.columns:
+        dnc = export.leads.set_index(export.leads["lead_id"].astype("string"))["do_not_contact"]
+        decided &= ~dnc.reindex(table.index).fillna(False).to_numpy(dtype=bool)
     table = table.loc[decided]
     y = lab.loc[table.index, "is_sqo"].to_numpy(dtype="float64")
     created = table["as_of"] if "as_of" in table.columns else None
