@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import io
 import json
 import logging
 import subprocess
@@ -58,6 +59,10 @@ def configure(tracking_uri: str) -> MlflowClient:
     db = sqlite_path(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow sets its own loggers to INFO when imported; keep them as quiet as the rest of the
+    # application (errors only unless the entry point asked for debug logs)
+    root = logging.getLogger().getEffectiveLevel()
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if root <= logging.DEBUG else logging.ERROR)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -254,16 +259,20 @@ def log_and_register(
         elif isinstance(example[c].dtype, pd.BooleanDtype):
             example[c] = example[c].astype("float64")
     signature = infer_signature(example, model.predict_proba(example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=signature,
-        input_example=example,
-        registered_model_name=registered_name,
-        pyfunc_predict_fn="predict_proba",
-        pip_requirements=pip_requirements(),
-        serialization_format="cloudpickle",
-    )
+    # the registry announces each registration on stderr; keep it in the log instead
+    chatter = io.StringIO()
+    with contextlib.redirect_stderr(chatter):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_name,
+            pyfunc_predict_fn="predict_proba",
+            pip_requirements=pip_requirements(),
+            serialization_format="cloudpickle",
+        )
+    log.info(chatter.getvalue().strip())
     version = str(info.registered_model_version)
     for k, v in version_tags.items():
         client.set_model_version_tag(registered_name, version, k, str(_clean_value(v)))

@@ -149,7 +149,20 @@ def run_training(
         A rich ``Progress`` to report steps on, or None.
     """
     started = time.perf_counter()
-    steps = _Steps(progress, total=8)
+    steps = _Steps(progress, total=9)
+    if (
+        settings.demo_data_is_default
+        and Path(data_dir) == settings.data_dir
+        and not Path(data_dir).exists()
+    ):
+        # a fresh clone trains on the demo export, generated on first use (interface.md)
+        from features import synthetic
+        from serving.bootstrap import DEMO_SEED
+
+        steps("generating the demo export")
+        synthetic.write_simulation(
+            synthetic.simulate(seed=DEMO_SEED, progress=progress), Path(data_dir)
+        )
     steps("reading the export")
     export = read_export(data_dir)
     if export.opportunities is None and export.leads is None:
@@ -205,9 +218,8 @@ def run_training(
                     skipped_reason="the export has no opportunities",
                 )
             )
-            steps.done()
-            steps.done()
-            steps.done()
+            for _ in range(4):
+                steps.done()
         if export.leads is not None:
             reports.append(
                 _train_sqo(export, label_date, settings, client, truth, common_tags, steps)

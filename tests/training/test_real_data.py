@@ -1,0 +1,65 @@
+"""Training on the shared real datasets: the models must beat their baselines' Brier score.
+
+Maven CRM (deals of a fictitious B2B company, time split by snapshot date) for the close
+probability; UCI bank marketing (calls ordered by their rebuilt dates) for the SQO likelihood.
+The metrics are logged and printed so that a run shows AUC, Brier and ECE side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from features.adapters import bank_marketing, maven_crm
+from features.io import write_export
+from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from pipecast.config import Settings
+from training.train import run_training
+
+pytestmark = pytest.mark.real_data
+log = logging.getLogger(__name__)
+
+
+def _report(name: str, metrics: dict[str, dict[str, float]]) -> None:
+    for model, m in metrics.items():
+        log.warning(
+            "%s %-26s AUC %.3f  Brier %.4f  ECE %.3f",
+            name,
+            model,
+            m.get("auc", float("nan")),
+            m["brier"],
+            m["ece"],
+        )
+
+
+def test_maven_crm_close_probability(real_data_dir: Path, tmp_path: Path) -> None:
+    src = real_data_dir / "maven_crm"
+    if not src.is_dir():
+        pytest.skip("maven_crm is not in the real data folder")
+    write_export(maven_crm.convert(src), tmp_path / "export")
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    summary = run_training(settings, data_dir=tmp_path / "export")
+    report = summary.model(CLOSE_MODEL_NAME)
+    metrics = report.metrics["p_win"]
+    _report("maven p_win", metrics)
+    assert report.fallback_reason is None
+    model = metrics["model"]["brier"]
+    for baseline in ("stage_probability", "historical_stage", "historical_stage_segment"):
+        assert model < metrics[baseline]["brier"], baseline
+
+
+def test_bank_marketing_sqo_likelihood(real_data_dir: Path, tmp_path: Path) -> None:
+    src = real_data_dir / "uci_bank_marketing"
+    if not src.is_dir():
+        pytest.skip("uci_bank_marketing is not in the real data folder")
+    write_export(bank_marketing.convert(src), tmp_path / "export")
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    summary = run_training(settings, data_dir=tmp_path / "export")
+    report = summary.model(SQO_MODEL_NAME)
+    metrics = report.metrics["sqo"]
+    _report("bank sqo", metrics)
+    assert report.fallback_reason is None
+    for baseline in ("source_signal_rate", "overall_rate"):
+        assert metrics["model"]["brier"] < metrics[baseline]["brier"], baseline
