@@ -221,15 +221,20 @@ class HistoricalCloseModel(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.rate_.predict_rate(X) >= 0.5).astype("int64")
 
-    def predict_won_by(self, X: pd.DataFrame, horizon_days: Any) -> np.ndarray:
+    def predict_won_by(
+        self, X: pd.DataFrame, horizon_days: Any, *, p_win: np.ndarray | None = None
+    ) -> np.ndarray:
         """P(won within ``horizon_days`` days of ``as_of``)."""
-        return self.rate_.predict_rate(X) * self.timing_.share(X, horizon_days)
+        pw = self.rate_.predict_rate(X) if p_win is None else np.asarray(p_win, dtype="float64")
+        return pw * self.timing_.share(X, horizon_days)
 
-    def predict_in_period(self, X: pd.DataFrame, *, start_days: Any, end_days: Any) -> np.ndarray:
+    def predict_in_period(
+        self, X: pd.DataFrame, *, start_days: Any, end_days: Any, p_win: np.ndarray | None = None
+    ) -> np.ndarray:
         """P(won inside the period whose first/last days are ``start_days``/``end_days`` after as_of)."""
         start = np.asarray(start_days, dtype="float64")
-        before = self.predict_won_by(X, start - 1)
-        return np.clip(self.predict_won_by(X, end_days) - before, 0.0, 1.0)
+        before = self.predict_won_by(X, start - 1, p_win=p_win)
+        return np.clip(self.predict_won_by(X, end_days, p_win=p_win) - before, 0.0, 1.0)
 
 
 class HistoricalLeadModel(ClassifierMixin, BaseEstimator):

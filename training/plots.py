@@ -27,8 +27,8 @@ def reliability_diagram(tables: Mapping[str, pd.DataFrame], path: Path, *, title
             filled["mean_predicted"],
             filled["observed_rate"],
             yerr=[
-                filled["observed_rate"] - filled["ci_low"],
-                filled["ci_high"] - filled["observed_rate"],
+                (filled["observed_rate"] - filled["ci_low"]).clip(lower=0),
+                (filled["ci_high"] - filled["observed_rate"]).clip(lower=0),
             ],
             marker="o",
             capsize=3,

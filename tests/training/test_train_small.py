@@ -1,0 +1,56 @@
+"""Too little history: the historical baselines are registered instead, flagged, and they score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features import opportunity, synthetic
+from features.io import read_export
+from features.periods import fiscal_quarter
+from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from pipecast.config import Settings
+from serving.registry import load_champion
+from serving.scoring import score_opportunities
+from training.train import run_training
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    synthetic.write_simulation(
+        synthetic.simulate(seed=11, n_opportunities=120, n_leads=400), root / "export"
+    )
+    return Settings(mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}"), root / "export"
+
+
+def test_fallback_to_historical_baselines(tiny: tuple[Settings, Path]) -> None:
+    settings, data = tiny
+    summary = run_training(settings, data_dir=data)
+    client = MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+    )
+    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+        report = summary.model(name)
+        assert report.fallback_reason
+        assert report.kind == "historical_baseline"
+        assert report.gate is not None and report.gate.passed  # nothing else to serve yet
+        tags = client.get_model_version(name, report.version).tags
+        assert tags["model_kind"] == "historical_baseline" and tags["fallback"] != "no"
+
+    model, info = load_champion(settings, CLOSE_MODEL_NAME)
+    export = read_export(data)
+    day = export.exported_at
+    feats = opportunity.build(export, as_of=day)
+    table = score_opportunities(
+        model, feats, as_of=day, period=fiscal_quarter(day, 2), model_version=info["version"]
+    )
+    assert len(table) == len(feats)
+    assert np.all(table["p_win_in_period"] <= table["p_win"] + 1e-12)
+
+    # a second run cannot replace a champion with another fallback
+    again = run_training(settings, data_dir=data)
+    assert not again.model(CLOSE_MODEL_NAME).promoted
