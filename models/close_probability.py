@@ -88,7 +88,10 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
     max_horizon_days
         Longest random horizon.
     n_estimators, learning_rate, num_leaves, min_child_samples
-        LightGBM settings of both classifiers.
+        LightGBM settings of both classifiers. Shallow trees (5 leaves) with many rows per leaf
+        did best on held-out slices: a deal's outcome is mostly additive on the log-odds scale
+        in its drivers, and snapshots of one deal are far from independent rows, so deep trees
+        fit the noise of a few thousand deals. Boosting stops early on the calibration slice.
     n_jobs, random_state
         Threads and seed.
     """
@@ -102,10 +105,10 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         calibration: str = "auto",
         random_horizons: int = 4,
         max_horizon_days: int = 540,
-        n_estimators: int = 1500,
+        n_estimators: int = 3000,
         learning_rate: float = 0.03,
-        num_leaves: int = 15,
-        min_child_samples: int = 200,
+        num_leaves: int = 5,
+        min_child_samples: int = 400,
         n_jobs: int = 2,
         random_state: int = 0,
     ) -> None:
