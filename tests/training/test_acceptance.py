@@ -7,8 +7,6 @@ simulator's exact probability of the same rows.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from features import synthetic
