@@ -206,6 +206,9 @@ def score_leads_cli(
     leads = read_leads_file(leads_file)
     export = _history_export(settings, data_dir)
     day = _lead_scoring_day(as_of, export, leads)
+    if not export.tables():
+        # no CRM history to look up accounts and similar leads in: the list is its own history
+        export = Export(leads=leads, config=DatasetConfig(exported_at=day))
     features = lead_features.build(export, as_of=day, leads=leads)
     excluded = None
     if "do_not_contact" in leads.columns:

@@ -170,3 +170,16 @@ def test_score_opportunities_with_new_owners_and_missing_columns(
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(out)
     assert len(scores) > 0 and scores["p_win"].between(0, 1).all()
+
+
+def test_score_leads_without_any_crm_history(workspace: dict[str, Any], tmp_path: Path) -> None:
+    """No export to look accounts up in: the list is scored on its own columns."""
+    leads = pd.read_csv(workspace["data"] / "leads.csv", dtype=str, keep_default_na=False).head(50)
+    path = tmp_path / "list.csv"
+    leads[["lead_id", "created_at", "industry", "source", "title"]].to_csv(path, index=False)
+    out = tmp_path / "ranked.csv"
+    env = _env(workspace, PIPECAST_DATA_DIR=str(tmp_path / "no-such-export"))
+    result = runner.invoke(app, ["score", "leads", str(path), "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    ranked = pd.read_csv(out)
+    assert len(ranked) == 50 and ranked["sqo_probability"].between(0, 1).all()
