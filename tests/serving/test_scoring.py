@@ -1,0 +1,61 @@
+"""Per-deal scores for a period: past periods score zero, later periods only count later wins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.periods import Period
+from models.baselines import HistoricalCloseModel
+from serving.scoring import period_days, score_leads, score_opportunities, simple_flags
+
+
+def _model_and_features() -> tuple[HistoricalCloseModel, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "stage": pd.array(rng.choice(["A", "B"], 300), dtype="string"),
+            "amount": rng.uniform(1000, 5000, 300),
+            "days_to_expected_close": rng.integers(-10, 60, 300).astype(float),
+            "activities_30d": rng.integers(0, 5, 300).astype(float),
+        },
+        index=pd.Index([f"O{i}" for i in range(300)], name="opportunity_id"),
+    )
+    y = (rng.uniform(size=300) < 0.4).astype(int)
+    return HistoricalCloseModel().fit(X, y, days_to_close=rng.integers(1, 200, 300)), X
+
+
+def test_periods_relative_to_as_of() -> None:
+    as_of = pd.Timestamp("2026-05-10")
+    q = Period(pd.Timestamp("2026-05-01"), pd.Timestamp("2026-07-31"), "2026-Q2")
+    assert period_days(q, as_of) == (-9, 82)
+    model, X = _model_and_features()
+    now = score_opportunities(model, X, as_of=as_of, period=q, model_version="3")
+    assert list(now.columns) == ["opportunity_id", "p_win", "p_win_in_period", "expected_value", "flags", "top_factors", "model_version"]
+    assert (now["p_win_in_period"] <= now["p_win"] + 1e-12).all()
+    np.testing.assert_allclose(now["expected_value"], X.loc[now["opportunity_id"], "amount"].to_numpy() * now["p_win_in_period"])
+    past = Period(pd.Timestamp("2026-02-01"), pd.Timestamp("2026-04-30"), "2026-Q1")
+    assert (score_opportunities(model, X, as_of=as_of, period=past, model_version="3")["p_win_in_period"] == 0).all()
+    whole = Period(pd.Timestamp("2026-05-01"), pd.Timestamp("2026-10-31"), "h2")
+    later = Period(pd.Timestamp("2026-08-01"), pd.Timestamp("2026-10-31"), "next")
+    a = score_opportunities(model, X, as_of=as_of, period=whole, model_version="3")["p_win_in_period"]
+    b = score_opportunities(model, X, as_of=as_of, period=later, model_version="3")["p_win_in_period"]
+    np.testing.assert_allclose(a, now["p_win_in_period"] + b, atol=1e-12)
+
+
+def test_flags_and_lead_ranking() -> None:
+    _, X = _model_and_features()
+    flags = simple_flags(X)
+    assert flags[X["days_to_expected_close"] < 0].str.contains("expected close date passed").all()
+    assert (flags[(X["days_to_expected_close"] >= 0) & (X["activities_30d"] > 0)] == "").all()
+
+    class Flat:
+        def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+            p = np.linspace(0.1, 0.5, len(X))
+            return np.column_stack([1 - p, p])
+
+    feats = pd.DataFrame(index=pd.Index(["a", "b", "c"], name="lead_id"))
+    excluded = pd.Series([pd.NA, pd.NA, "do not contact"], index=["a", "b", "c"], dtype="string")
+    ranked = score_leads(Flat(), feats, model_version="1", excluded=excluded)
+    assert list(ranked["lead_id"]) == ["b", "a", "c"]
+    assert list(ranked["rank"].astype("Float64").fillna(-1)) == [1, 2, -1]
