@@ -18,6 +18,8 @@ days_to_expected_close         expected close date minus D (negative = past due)
 close_date_pushes(_days)       times the expected close date moved later, and total days
 forecast_category              rep's category in force (stage_history, when recorded)
 activities_7d / _30d           activities in the 7 / 30 days ending with D (activities file)
+activities_total               activities since the deal was created, up to the end of D
+activities_per_week            activities_total over the deal's age in weeks (at least one)
 days_since_last_activity       NaN when the deal has had none
 inbound_30d, outbound_30d,     by direction (when the activities file has ``direction``)
 inbound_share_30d
@@ -211,6 +213,10 @@ def _features(export: Export, snaps: pd.DataFrame) -> pd.DataFrame:
     if history is not None and "forecast_category" in history.columns:
         cols["forecast_category"] = state["forecast_category"].astype("string")
     cols.update(_activity_features(export, ids, days, bounds))
+    if "activities_total" in cols:
+        # the deal's lifetime pace: steadier evidence of engagement than the last 30 days
+        weeks = (np.asarray(cols["age_days"], dtype=np.float64) + 1.0) / 7.0
+        cols["activities_per_week"] = cols["activities_total"] / np.maximum(weeks, 1.0)
     q_end = quarter_end_days(days, export.config.fiscal_year_start_month)
     cols["days_left_in_quarter"] = days_between(q_end, days)
     for name in STATIC_CATEGORIES:
@@ -309,6 +315,7 @@ def _activity_features(
     everything = EventIndex(ev, times)
     out: dict[str, np.ndarray] = {}
     upto = everything.count_before(q, b)
+    out["activities_total"] = upto.astype(np.float64)
     out["activities_7d"] = (upto - everything.count_before(q, b7)).astype(np.float64)
     out["activities_30d"] = (upto - everything.count_before(q, b30)).astype(np.float64)
     last = everything.last_before(q, b)

@@ -3,8 +3,10 @@
 The funnel: leads on BDR lists → meetings → SQOs → opportunities that move week by week
 through Discovery, Solution, Proposal and Negotiation to Closed Won or Closed Lost. Outcomes
 come from a process whose drivers are mostly observable in the export (segment, source,
-signal, owner skill, industry fit, next step, stage, weeks in stage, age, quarter end) plus a
-per-deal engagement that shows through activity rates, and a small hidden remainder.
+signal, industry fit, region, amount, stage, weeks in stage, age, quarter end), the AE's skill
+(seen through each AE's track record), a per-deal engagement that shows through activity rates
+and whether a next step is recorded, and a small hidden remainder. The CRM's fixed stage
+probabilities ignore all but the stage, which is what a learned model improves on.
 
 Time runs in weeks ending on Sundays (end of day). Step 0 of a deal runs from its creation
 day to the first Sunday on or after it; step ``m`` then covers the seven days ending on the
@@ -157,13 +159,21 @@ SEGMENT_PROCESSES = {
 }
 
 #: sensitivity of the weekly hazards to deal quality
-B_ADVANCE, B_WIN, B_LOSS = 0.45, 0.90, 0.55
+B_ADVANCE, B_WIN, B_LOSS = 0.45, 1.20, 0.80
 #: weight of the deal's engagement in its quality (engagement ~ N(0, 1) shows in activity rates)
 ENGAGEMENT_WEIGHT = 0.30
 #: how strongly activity rates follow engagement (log rate per unit of engagement)
 ACTIVITY_ENGAGEMENT = 0.80
 #: the part of a deal's quality nothing in the export reveals
-HIDDEN_SD = 0.10
+HIDDEN_SD = 0.05
+#: spread of AE skill on the quality scale (seen only through each AE's track record)
+AE_SKILL_SD = 0.18
+#: weight of what the export shows directly (source, signal, industry, region) in quality
+OBSERVED_SCALE = 2.2
+#: subtracted from quality so that the average deal has quality about zero
+QUALITY_CENTRE = 0.90
+#: P(a next step is recorded) = sigmoid(base + weight × engagement): about 80% of deals
+NEXT_STEP_BASE, NEXT_STEP_ENGAGEMENT = 1.6, 1.0
 #: activities on the day a deal is created (discovery call, follow-up emails) for an average deal
 CREATION_ACTIVITIES = 3.0
 #: extra win logit in the last weeks of a fiscal quarter
@@ -580,7 +590,7 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     ae_offset = 0
     for s in SEGMENTS:
         at = np.flatnonzero(seg == s)
-        skill = rng.normal(0, 0.25, n_ae[s])
+        skill = rng.normal(0, AE_SKILL_SD, n_ae[s])
         skill -= skill.mean()  # a team's average AE is average: keeps rates stable across seeds
         pick = rng.integers(0, n_ae[s], len(at))
         owner[at] = np.array([f"AE-{ae_offset + i + 1:03d}" for i in range(n_ae[s])], dtype=object)[pick]
@@ -589,20 +599,27 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     seg_median = np.array([SEGMENT_PROCESSES[s].amount_median for s in seg])
     amount_z = rng.normal(0, 0.55, n)
     amount = np.round(seg_median * _effect(product, PRODUCTS) * np.exp(amount_z), -2).clip(500, None)
-    has_next_step = rng.random(n) < 0.80
-    next_step = np.where(has_next_step, np.asarray(NEXT_STEPS, dtype=object)[rng.integers(0, len(NEXT_STEPS), n)], "")
     engagement = rng.normal(0, 1, n) + np.where(source == "inbound", 0.25, 0.0)
-    observed = (
+    # A next step is recorded far more often on engaged deals: an empty one is a red flag
+    # because of what it says about engagement, not a cause of its own. (next_step has no
+    # history in the contract, so a model may read it only for the live pipeline.)
+    has_next_step = rng.random(n) < _sigmoid(NEXT_STEP_BASE + NEXT_STEP_ENGAGEMENT * engagement)
+    next_step = np.where(has_next_step, np.asarray(NEXT_STEPS, dtype=object)[rng.integers(0, len(NEXT_STEPS), n)], "")
+    # what the export shows directly: the deal's source, signal, industry and region
+    firmographic = (
         _effect(source, {k: (0, v) for k, v in OPP_SOURCES.items()})
         + _effect(signal, SIGNALS)
-        + owner_skill
-        + 1.0 * _effect(industry, INDUSTRIES)
+        + _effect(industry, INDUSTRIES)
         + _effect(region, REGIONS)
-        + np.where(has_next_step, 0.0, -0.35)
-        - 0.25 * amount_z
     )
-    quality = observed + ENGAGEMENT_WEIGHT * engagement + rng.normal(0, HIDDEN_SD, n)
-    quality -= 0.30  # centre: the average deal has quality about zero
+    quality = (
+        OBSERVED_SCALE * firmographic
+        + owner_skill  # seen only through each AE's track record
+        - 0.25 * amount_z
+        + ENGAGEMENT_WEIGHT * engagement
+        + rng.normal(0, HIDDEN_SD, n)
+    )
+    quality -= QUALITY_CENTRE  # centre: the average deal has quality about zero
     start_u = rng.random(n)
     _tick(progress, task)
 

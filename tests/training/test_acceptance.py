@@ -25,29 +25,21 @@ def summary(tmp_path_factory: pytest.TempPathFactory) -> TrainingSummary:
     return run_training(settings, data_dir=root / "export")
 
 
-def _skill_target(truth_skill: float) -> float:
-    """The Brier-skill target against a baseline: 20%, or half of what the truth itself gains
-    over that baseline when even the truth cannot reach 20% (the simulator's CRM stage
-    probabilities are close to the real rates, so no model can beat them by much)."""
-    return min(0.20, 0.5 * truth_skill)
-
-
 def test_p_win(summary: TrainingSummary) -> None:
     m = summary.model(CLOSE_MODEL_NAME).metrics["p_win"]
     model, truth = m["model"], m["truth"]
     assert model["auc"] >= truth["auc"] - 0.03
     assert model["brier"] <= truth["brier"] * 1.10
     assert model["ece"] <= 0.03
-    skill = "brier_skill_vs_stage_probability"
-    assert model[skill] >= _skill_target(truth[skill]) > 0
+    assert model["brier_skill_vs_stage_probability"] >= 0.20
 
 
 def test_p_win_in_period(summary: TrainingSummary) -> None:
     m = summary.model(CLOSE_MODEL_NAME).metrics["p_win_in_period_quarter"]
     model, truth = m["model"], m["truth"]
     assert model["ece"] <= 0.03
-    skill = "brier_skill_vs_stage_probability"  # stage probability × historical in-period share
-    assert model[skill] >= _skill_target(truth[skill]) > 0
+    # the baseline here is the stage probability × the historical in-period share
+    assert model["brier_skill_vs_stage_probability"] >= 0.20
 
 
 def test_sqo_likelihood(summary: TrainingSummary) -> None:
