@@ -459,17 +459,7 @@ def _train_close(
     steps.done()
 
     steps("close probability: logging to MLflow and gating")
-    champion_brier = (
-        report.metrics["p_win"].get("champion", {}).get("brier") if champion_preds else None
-    )
-    report.gate = gates.decide(
-        challenger_brier=report.metrics["p_win"]["model"].get("brier", math.nan),
-        baseline_brier=report.metrics["p_win"][STAGE_BASELINE].get("brier", math.nan),
-        champion_brier=champion_brier,
-        tolerance=settings.gate_tolerance,
-        fallback=report.fallback_reason is not None,
-        champion_version=report.previous_champion,
-    )
+    report.gate = _gate(report, "p_win", STAGE_BASELINE, settings, bool(champion_preds))
     reliability = {
         name: evaluate.reliability(yt, p)
         for name, p in preds.items()
@@ -628,17 +618,7 @@ def _train_sqo(
     )
     report.evaluation = table_eval
     report.metrics["sqo"] = {m: evaluate.headline(table_eval, "sqo", m) for m in preds}
-    champion_brier = (
-        report.metrics["sqo"].get("champion", {}).get("brier") if champion_preds else None
-    )
-    report.gate = gates.decide(
-        challenger_brier=report.metrics["sqo"]["model"].get("brier", math.nan),
-        baseline_brier=report.metrics["sqo"][LEAD_BASELINE].get("brier", math.nan),
-        champion_brier=champion_brier,
-        tolerance=settings.gate_tolerance,
-        fallback=report.fallback_reason is not None,
-        champion_version=report.previous_champion,
-    )
+    report.gate = _gate(report, "sqo", LEAD_BASELINE, settings, bool(champion_preds))
     reliability = {
         name: evaluate.reliability(yt, p)
         for name, p in preds.items()
@@ -857,3 +837,18 @@ def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return f"{value:.4f}"
+
+
+def _gate(
+    report: ModelReport, target: str, baseline: str, settings: Settings, has_champion: bool
+) -> gates.GateDecision:
+    """The promotion decision for ``target``: beat ``baseline``, don't fall behind the champion."""
+    metrics = report.metrics[target]
+    return gates.decide(
+        challenger_brier=metrics["model"].get("brier", math.nan),
+        baseline_brier=metrics[baseline].get("brier", math.nan),
+        champion_brier=metrics.get("champion", {}).get("brier") if has_champion else None,
+        tolerance=settings.gate_tolerance,
+        fallback=report.fallback_reason is not None,
+        champion_version=report.previous_champion,
+    )
