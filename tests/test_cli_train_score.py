@@ -51,7 +51,7 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
     env = _env(workspace)
     first = runner.invoke(app, ["train", "--data", str(workspace["data"])], env=env)
     assert first.exit_code == 0, first.output
-    assert "close probability" in first.output and "stage_probability" in first.output
+    assert "close probability" in first.output and "CRM stage %" in first.output
     uri = str(workspace["uri"])
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):

@@ -38,6 +38,7 @@ def decide(
     tolerance: float,
     fallback: bool = False,
     champion_version: str | None = None,
+    baseline_label: str = "the stage baseline",
 ) -> GateDecision:
     """Apply the gate.
 
@@ -53,7 +54,7 @@ def decide(
         How much worse than the champion the challenger may be (Brier points).
     fallback
         The challenger is the historical baseline, trained because data was too thin.
-    champion_version
+    champion_version, baseline_label
         For the message.
     """
     champ = f"champion v{champion_version}" if champion_version else "the champion"
@@ -71,7 +72,7 @@ def decide(
     if math.isfinite(baseline_brier) and not challenger_brier < baseline_brier:
         return GateDecision(
             False,
-            f"Brier {challenger_brier:.4f} does not beat the stage baseline's {baseline_brier:.4f}",
+            f"Brier {challenger_brier:.4f} does not beat {baseline_label}'s {baseline_brier:.4f}",
         )
     if (
         champion_brier is not None
@@ -85,9 +86,9 @@ def decide(
     if champion_brier is None:
         return GateDecision(
             True,
-            f"Brier {challenger_brier:.4f} beats the stage baseline's {baseline_brier:.4f}; no champion yet",
+            f"Brier {challenger_brier:.4f} beats {baseline_label}'s {baseline_brier:.4f}; no champion yet",
         )
     return GateDecision(
         True,
-        f"Brier {challenger_brier:.4f} beats the stage baseline's {baseline_brier:.4f} and is within {tolerance:g} of {champ}'s {champion_brier:.4f}",
+        f"Brier {challenger_brier:.4f} beats {baseline_label}'s {baseline_brier:.4f} and is within {tolerance:g} of {champ}'s {champion_brier:.4f}",
     )

@@ -59,6 +59,17 @@ MAX_TRAIN_SNAPSHOTS = 80_000
 #: the CRM stage baseline: what the gate compares with
 STAGE_BASELINE = "stage_probability"
 LEAD_BASELINE = "source_signal_rate"
+#: how the summary table names each model and baseline (narrow terminals truncate long names)
+DISPLAY_NAMES = {
+    "model": "model",
+    "champion": "champion",
+    "truth": "truth",
+    STAGE_BASELINE: "CRM stage %",
+    "historical_stage": "hist. stage",
+    "historical_stage_segment": "hist. stage×seg",
+    LEAD_BASELINE: "hist. source×signal",
+    "overall_rate": "overall rate",
+}
 
 
 @dataclass
@@ -811,15 +822,16 @@ def render_summary(summary: TrainingSummary, console: Console) -> None:
             table.add_column("metric")
             names = list(by_model)
             for name in names:
-                table.add_column(name, justify="right")
+                table.add_column(DISPLAY_NAMES.get(name, name), justify="right")
             for key, label in _METRICS:
                 table.add_row(label, *[_fmt(by_model[n].get(key)) for n in names])
             skill_keys = sorted(
                 {k for v in by_model.values() for k in v if k.startswith("brier_skill_vs_")}
             )
             for key in skill_keys:
+                baseline = key.removeprefix("brier_skill_vs_")
                 table.add_row(
-                    key.replace("brier_skill_vs_", "Brier skill vs "),
+                    f"Brier skill vs {DISPLAY_NAMES.get(baseline, baseline)}",
                     *[_fmt(by_model[n].get(key)) for n in names],
                 )
             console.print(table)
@@ -851,4 +863,5 @@ def _gate(
         tolerance=settings.gate_tolerance,
         fallback=report.fallback_reason is not None,
         champion_version=report.previous_champion,
+        baseline_label=f"the {DISPLAY_NAMES.get(baseline, baseline)} baseline",
     )
