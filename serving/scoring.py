@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from features import opportunity as opportunity_features
 from features.errors import InputError
 from features.io import DatasetConfig, Export, read_export, read_leads_file
 from features.periods import Period, fiscal_quarter, parse_date, parse_period
+from features.snapshots import cut_export
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from models.explain import explain
 from pipecast.config import Settings
 from serving.registry import load_champion
 
@@ -52,11 +55,86 @@ def period_days(period: Period, as_of: pd.Timestamp) -> tuple[int, int]:
     return int((period.start - as_of).days), int((period.end - as_of).days)
 
 
-def simple_flags(features: pd.DataFrame) -> pd.Series:
-    """Pipeline-review red flags readable from the features alone ("; "-separated).
+#: a deal is stale when it has sat in its stage this many times the median won deals spent there
+STALE_MULTIPLE = 2.0
+#: fewer won deals than this through a stage and its median is not trusted for the stale flag
+MIN_WON_FOR_STAGE_MEDIAN = 5
 
-    A first, simple set; richer flags (stale against won deals' stage durations, pushes) come
-    with the explanation work.
+
+def won_stage_days(
+    export: Export, *, as_of: Any, min_deals: int = MIN_WON_FOR_STAGE_MEDIAN
+) -> dict[str, float]:
+    """Median days that won deals spent in each open stage, from deals won on or before ``as_of``.
+
+    Point in time: the export is first cut at the END of day ``as_of``, so only deals won by
+    then and history recorded by then count. A stage spell runs from the change that entered the
+    stage to the next stage change (or the close date, for the last spell of a deal whose history
+    stops before a closing stage). Spells of won/lost stages are left out, and a stage that fewer
+    than ``min_deals`` won deals passed through has no median (too few to trust).
+
+    Returns
+    -------
+    dict
+        ``{stage: median days}``; empty when the export has no stage history or no won deals.
+    """
+    if export.opportunities is None or export.stage_history is None:
+        return {}
+    known = cut_export(export.replace(activities=None, leads=None), as_of)
+    opps, hist = known.opportunities, known.stage_history
+    if opps is None or hist is None or "closed_at" not in opps.columns:
+        return {}
+    won = opps.loc[(opps["status"].astype("string") == "won").to_numpy(dtype=bool, na_value=False)]
+    if won.empty:
+        return {}
+    closed_at = pd.Series(won["closed_at"].to_numpy(), index=won["opportunity_id"].astype("string"))
+    h = hist.loc[hist["opportunity_id"].astype("string").isin(closed_at.index)]
+    h = h.loc[h["changed_at"].notna(), ["opportunity_id", "changed_at", "stage"]]
+    if h.empty:
+        return {}
+    h = h.assign(
+        opportunity_id=h["opportunity_id"].astype("string"), stage=h["stage"].astype("string")
+    )
+    h = h.sort_values(["opportunity_id", "changed_at"], kind="stable").reset_index(drop=True)
+    deal = h["opportunity_id"]
+    new_deal = (deal != deal.shift()).to_numpy(dtype=bool, na_value=True)
+    new_run = new_deal | (h["stage"] != h["stage"].shift()).to_numpy(dtype=bool, na_value=True)
+    runs = h.loc[new_run].reset_index(drop=True)
+    same_deal_next = (runs["opportunity_id"] == runs["opportunity_id"].shift(-1)).to_numpy(
+        dtype=bool, na_value=False
+    )
+    ends = runs["changed_at"].shift(-1).where(same_deal_next)
+    ends = ends.fillna(runs["opportunity_id"].map(closed_at))
+    days = (ends - runs["changed_at"]).dt.total_seconds() / 86400.0
+    closing = known.won_stages | known.lost_stages
+    frame = pd.DataFrame({"deal": runs["opportunity_id"], "stage": runs["stage"], "days": days})
+    frame = frame.loc[frame["days"].notna() & (frame["days"] >= 0) & ~frame["stage"].isin(closing)]
+    # a deal that re-entered a stage counts its total time there once
+    per_deal = frame.groupby(["stage", "deal"], sort=False)["days"].sum().reset_index()
+    stats = per_deal.groupby("stage")["days"].agg(["median", "size"])
+    stats = stats.loc[stats["size"] >= min_deals]
+    return {str(k): float(v) for k, v in stats["median"].items()}
+
+
+def simple_flags(
+    features: pd.DataFrame, *, stage_days_won: Mapping[str, float] | None = None
+) -> pd.Series:
+    """Pipeline-review red flags readable from the features ("; "-separated).
+
+    Parameters
+    ----------
+    features
+        ``features.opportunity.build`` output (index ``opportunity_id``).
+    stage_days_won
+        Median days won deals spent in each stage (:func:`won_stage_days`, as of the same day).
+        With it, a deal in its stage for more than :data:`STALE_MULTIPLE` × that median is
+        flagged "stale in stage"; without it (or for a stage without a median) no such flag.
+
+    Flags
+    -----
+    expected close date passed; no activity recorded (the deal has had no activity at all, when
+    the export has activities); no activity in 30 days (only when some activity was recorded
+    before: "no activity recorded" already says it); close date pushed 3+ times; no next step;
+    stale in stage.
     """
     n = len(features)
     parts: list[np.ndarray] = []
@@ -68,14 +146,37 @@ def simple_flags(features: pd.DataFrame) -> pd.Series:
             )
         return np.full(n, np.nan)
 
+    # activities_total is absent when the export has no activities file: then nothing is flagged
+    never = col("activities_total") == 0
     parts.append(np.where(col("days_to_expected_close") < 0, "expected close date passed", ""))
-    parts.append(np.where(col("activities_30d") == 0, "no activity in 30 days", ""))
+    parts.append(np.where(never, "no activity recorded", ""))
+    parts.append(np.where((col("activities_30d") == 0) & ~never, "no activity in 30 days", ""))
     parts.append(np.where(col("close_date_pushes") >= 3, "close date pushed 3+ times", ""))
     parts.append(np.where(col("has_next_step") == 0, "no next step", ""))
+    if stage_days_won and "stage" in features.columns:
+        median = (
+            features["stage"].astype("string").map(dict(stage_days_won)).astype("float64")
+        ).to_numpy(dtype="float64", na_value=np.nan)
+        stale = col("days_in_stage") > STALE_MULTIPLE * median
+        parts.append(np.where(stale, "stale in stage", ""))
     joined = (
         ["; ".join(p for p in row if p) for row in zip(*parts, strict=True)] if parts else [""] * n
     )
     return pd.Series(joined, index=features.index, dtype="string")
+
+
+def explanation_texts(model: Any, features: pd.DataFrame) -> np.ndarray:
+    """Top factors of each row, "; "-joined (``models.explain``); "" when they cannot be had.
+
+    A champion registered before explanations existed, or of an unknown kind, must still score:
+    any failure here is logged and gives empty texts.
+    """
+    try:
+        texts = explain(model, features).texts()
+        return texts.fillna("").to_numpy(dtype=object)
+    except Exception:  # noqa: BLE001 — explanations are optional; scoring must not fail on them
+        log.warning("explanations unavailable for this model; scoring without them", exc_info=True)
+        return np.array([""] * len(features), dtype=object)
 
 
 def score_opportunities(
@@ -85,8 +186,9 @@ def score_opportunities(
     as_of: pd.Timestamp,
     period: Period,
     model_version: str,
+    stage_days_won: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Per open opportunity: p_win, p_win_in_period, expected value and flags.
+    """Per open opportunity: p_win, p_win_in_period, expected value, flags and top factors.
 
     Parameters
     ----------
@@ -98,6 +200,9 @@ def score_opportunities(
         The day the features describe (end of day).
     period
         The forecast period; a period that has already started counts wins from ``as_of`` on.
+    stage_days_won
+        Median days won deals spent per stage as of ``as_of`` (:func:`won_stage_days`), for the
+        "stale in stage" flag; optional.
     """
     if features.empty:
         return pd.DataFrame(
@@ -126,8 +231,8 @@ def score_opportunities(
             "p_win": p_win,
             "p_win_in_period": in_period,
             "expected_value": np.nan_to_num(amount, nan=0.0) * in_period,
-            "flags": simple_flags(features).to_numpy(),
-            "top_factors": pd.Series([""] * len(features), dtype="string").to_numpy(),
+            "flags": simple_flags(features, stage_days_won=stage_days_won).to_numpy(),
+            "top_factors": pd.Series(explanation_texts(model, features), dtype="string").to_numpy(),
             "model_version": model_version,
         }
     )
@@ -149,7 +254,12 @@ def score_opportunities_cli(
     chosen = parse_period(period, fy) if period else fiscal_quarter(day, fy)
     features = opportunity_features.build(export, as_of=day)
     table = score_opportunities(
-        model, features, as_of=day, period=chosen, model_version=str(info["version"])
+        model,
+        features,
+        as_of=day,
+        period=chosen,
+        model_version=str(info["version"]),
+        stage_days_won=won_stage_days(export, as_of=day),
     )
     log.info("scored %d open opportunities as of %s for %s", len(table), day.date(), chosen.label)
     return table.sort_values("expected_value", ascending=False, kind="stable").reset_index(
@@ -176,7 +286,7 @@ def score_leads(
             "lead_id": features.index.astype("string"),
             "sqo_probability": p,
             "tier": pd.Series([""] * len(features), dtype="string").to_numpy(),
-            "reasons": pd.Series([""] * len(features), dtype="string").to_numpy(),
+            "reasons": pd.Series(explanation_texts(model, features), dtype="string").to_numpy(),
             "model_version": model_version,
             "excluded_reason": reason.to_numpy(),
         }

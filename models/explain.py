@@ -1,0 +1,607 @@
+"""Why a deal or a lead scored what it did: the top factors of each row, in sales terms.
+
+For the LightGBM models the factors are LightGBM's own SHAP values (TreeSHAP,
+``booster.predict(X, pred_contrib=True)``) of the *uncalibrated* classifier: the p_win
+classifier of :class:`models.close_probability.CloseProbabilityModel` and the classifier of
+:class:`models.sqo_likelihood.SQOLikelihoodModel`. They are additive on the log-odds scale:
+the contributions of a row plus the bias equal the classifier's raw margin. Calibration maps the
+margin to the served probability through a non-decreasing function, so a factor that pushes the
+margin up pushes the served probability up too, and the ranking of factors holds; the size of a
+contribution is in log-odds, not in probability points.
+
+The feature encoder of the models keeps one column per feature (no one-hot expansion), so each
+contribution belongs to exactly one feature the user knows; the value shown is the one in the
+feature table (a category the model never saw in training is shown as it is, and said to be new).
+
+For the historical-rate fallback models (no booster) the explanation is the rate they use, e.g.
+``"historical win rate of stage Proposal × segment Enterprise: 31%"``; a model of any other kind
+gets no explanation (empty lists), never an error.
+
+Numbers and text only: no I/O here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# _key: the cell key the rate tables are looked up by, so the explanation names the same cell
+from models.baselines import HistoricalLeadModel, HistoricalRateBaseline, _key
+
+#: factors per row by default
+TOP_K = 3
+#: the separator of factors in a one-line text
+SEPARATOR = "; "
+#: signs shown after a factor: it raises or lowers the score
+PLUS, MINUS = "(+)", "(\u2212)"
+#: contributions smaller than this (in log-odds) are noise, not a reason
+MIN_CONTRIBUTION = 1e-9
+#: features that are model plumbing, never a reason to show (the timing model's horizon)
+HIDDEN_FEATURES = frozenset({"horizon_days"})
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One reason for one row's score.
+
+    Attributes
+    ----------
+    feature
+        The feature name as in ``features/`` (``days_in_stage``, ``owner_win_rate`` …).
+    value
+        The row's value of it (``None`` when missing).
+    contribution
+        Log-odds the feature adds to the row's raw margin (SHAP value); for the historical-rate
+        fallbacks, the change in rate (probability) from the coarser level to this one.
+    text
+        The factor in sales terms, with its direction, e.g. ``"close date pushed 3 times (−)"``.
+    """
+
+    feature: str
+    value: Any
+    contribution: float
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"feature", "value", "contribution"}`` (what the API returns)."""
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """The top factors of every row of a feature table.
+
+    Attributes
+    ----------
+    index
+        The feature table's index (``opportunity_id`` or ``lead_id``).
+    factors
+        Per row, its factors, largest absolute contribution first (possibly none).
+    """
+
+    index: pd.Index
+    factors: list[list[Factor]] = field(default_factory=list)
+
+    def texts(self, sep: str = SEPARATOR) -> pd.Series:
+        """One line per row: the factors' texts joined with ``sep`` ("" when there are none)."""
+        return pd.Series(
+            [sep.join(f.text for f in row) for row in self.factors],
+            index=self.index,
+            dtype="string",
+        )
+
+    def records(self) -> list[list[dict[str, Any]]]:
+        """Per row, the structured factors: ``[{"feature", "value", "contribution"}, …]``."""
+        return [[f.as_dict() for f in row] for row in self.factors]
+
+
+# ----------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------
+
+
+def explain(model: Any, X: pd.DataFrame, *, k: int = TOP_K) -> Explanations:
+    """The top ``k`` factors of each row of ``X`` for ``model``.
+
+    Parameters
+    ----------
+    model
+        A close-probability or SQO-likelihood model as trained and served
+        (:class:`~models.close_probability.CloseProbabilityModel`,
+        :class:`~models.sqo_likelihood.SQOLikelihoodModel`, the historical fallbacks, or a bare
+        :class:`~models.lgbm.LGBMProbability`). For the close model, the factors are those of
+        ``p_win`` (not of the timing).
+    X
+        The feature table the model scores (``features.opportunity.build`` /
+        ``features.lead.build`` as of the scoring day), one row per deal or lead.
+    k
+        Factors per row at most (fewer when fewer features contribute).
+
+    Returns
+    -------
+    Explanations
+        Per row, factors ordered by absolute contribution. A model this module does not know
+        gives empty factor lists.
+    """
+    clf = lightgbm_classifier(model)
+    if clf is not None:
+        return _explain_lightgbm(clf, X, k=k)
+    rates = rate_table(model)
+    if rates is not None:
+        return _explain_rates(rates, X, outcome="SQO rate" if _is_lead_model(model) else "win rate")
+    return Explanations(index=X.index, factors=[[] for _ in range(len(X))])
+
+
+def lightgbm_classifier(model: Any) -> Any | None:
+    """The uncalibrated LightGBM classifier that scores ``model``'s probability, or ``None``.
+
+    ``win_`` of the close-probability model, ``clf_`` of the SQO-likelihood model, or the model
+    itself when it has an encoder and a booster.
+    """
+    for candidate in (getattr(model, "win_", None), getattr(model, "clf_", None), model):
+        if (
+            candidate is not None
+            and hasattr(candidate, "booster_")
+            and hasattr(candidate, "encoder_")
+        ):
+            return candidate
+    return None
+
+
+def rate_table(model: Any) -> HistoricalRateBaseline | None:
+    """The historical-rate table of a fallback model (or the table itself), or ``None``."""
+    if isinstance(model, HistoricalRateBaseline) and hasattr(model, "rates_"):
+        return model
+    rate = getattr(model, "rate_", None)
+    if isinstance(rate, HistoricalRateBaseline) and hasattr(rate, "rates_"):
+        return rate
+    return None
+
+
+def _is_lead_model(model: Any) -> bool:
+    return isinstance(model, HistoricalLeadModel) or "source" in tuple(getattr(model, "by", ()))
+
+
+# ----------------------------------------------------------------------------------------
+# LightGBM: SHAP contributions
+# ----------------------------------------------------------------------------------------
+
+
+def contributions(clf: Any, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """SHAP contributions of every feature to each row's raw margin (log-odds).
+
+    Parameters
+    ----------
+    clf
+        A fitted :class:`~models.lgbm.LGBMProbability` (uncalibrated).
+    X
+        Feature table (raw, as the model's ``predict_proba`` takes it).
+
+    Returns
+    -------
+    (contributions, bias)
+        Contributions indexed like ``X`` with one column per model feature, and the bias (the
+        expected margin) per row; ``contributions.sum(axis=1) + bias`` equals
+        ``clf.decision_function(X)``.
+    """
+    Xe = clf.encoder_.transform(X)
+    raw = np.asarray(
+        clf.booster_.predict(Xe, num_iteration=getattr(clf, "n_iter_", None), pred_contrib=True),
+        dtype="float64",
+    ).reshape(len(X), -1)
+    columns = list(clf.encoder_.columns_)
+    table = pd.DataFrame(raw[:, : len(columns)], index=X.index, columns=columns)
+    return table, raw[:, len(columns)]
+
+
+def _explain_lightgbm(clf: Any, X: pd.DataFrame, *, k: int) -> Explanations:
+    if len(X) == 0:
+        return Explanations(index=X.index, factors=[])
+    contrib, _ = contributions(clf, X)
+    shown = [c for c in contrib.columns if c not in HIDDEN_FEATURES]
+    values = contrib[shown].to_numpy(dtype="float64")
+    Xe = clf.encoder_.transform(X)
+    levels: dict[str, list[str]] = dict(getattr(clf.encoder_, "levels_", {}))
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    factors: list[list[Factor]] = []
+    for i in range(len(X)):
+        row: list[Factor] = []
+        for j in order[i]:
+            c = float(values[i, j])
+            if not math.isfinite(c) or abs(c) < MIN_CONTRIBUTION:
+                continue
+            name = shown[j]
+            value = _value_of(X, name, i)
+            unseen = (
+                name in levels
+                and value is not None
+                and pd.isna(Xe[name].iloc[i])  # a category the model never learned
+            )
+            text = factor_text(name, value, c, unseen=unseen)
+            if name == "stage_order" and value is not None and _value_of(X, "stage", i) is not None:
+                # the funnel position means little without the stage's name
+                step = f"step {int(round(float(value))) + 1} of the funnel"
+                text = f"stage {_value_of(X, 'stage', i)} ({step}) {PLUS if c >= 0 else MINUS}"
+            row.append(Factor(name, value, c, text))
+        factors.append(row)
+    return Explanations(index=X.index, factors=factors)
+
+
+def _value_of(X: pd.DataFrame, name: str, i: int) -> Any:
+    """The row's value of a feature as a plain Python value (``None`` when missing or absent)."""
+    if name not in X.columns:
+        return None
+    v = X[name].iloc[i]
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+# ----------------------------------------------------------------------------------------
+# historical-rate fallbacks
+# ----------------------------------------------------------------------------------------
+
+
+def _explain_rates(rates: HistoricalRateBaseline, X: pd.DataFrame, *, outcome: str) -> Explanations:
+    """The rate the fallback uses per row, phrased as what it is: a historical rate of a cell."""
+    by = list(rates.by)
+    n = len(X)
+    finest = np.full(n, rates.overall_rate_)
+    parent = np.full(n, rates.overall_rate_)
+    depth_used = np.zeros(n, dtype=int)
+    for depth, table in enumerate(rates.rates_, start=1):
+        key = _cell_key(X, by[:depth])
+        found = key.map(table).astype("float64").to_numpy()
+        known = ~np.isnan(found)
+        parent = np.where(known, finest, parent)
+        finest = np.where(known, found, finest)
+        depth_used = np.where(known, depth, depth_used)
+    factors: list[list[Factor]] = []
+    for i in range(n):
+        d = int(depth_used[i])
+        rate = float(finest[i])
+        if d == 0:
+            text = f"historical {outcome} overall: {_pct(rate)}"
+            factors.append([Factor("(overall)", None, 0.0, text)])
+            continue
+        cells = [(c, _value_of(X, c, i)) for c in by[:d]]
+        described = " \u00d7 ".join(_cell_phrase(c, v) for c, v in cells)
+        text = f"historical {outcome} of {described}: {_pct(rate)}"
+        # the finest column carries the cell; its contribution is the step from the coarser level
+        column, value = cells[-1]
+        factors.append([Factor(column, value, rate - float(parent[i]), text)])
+    return Explanations(index=X.index, factors=factors)
+
+
+def _cell_key(X: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    return _key(X, columns)
+
+
+def _cell_phrase(column: str, value: Any) -> str:
+    label = _CATEGORY_LABELS.get(column, column.replace("_", " "))
+    return f"{label} {value}" if value is not None else f"{label} not recorded"
+
+
+# ----------------------------------------------------------------------------------------
+# text
+# ----------------------------------------------------------------------------------------
+
+
+def factor_text(feature: str, value: Any, contribution: float, *, unseen: bool = False) -> str:
+    """A factor in sales terms with its direction, e.g. ``"no activity for 41 days (−)"``.
+
+    Parameters
+    ----------
+    feature
+        Feature name (``features/opportunity.py`` and ``features/lead.py`` list them).
+    value
+        The row's value; ``None`` or NaN when missing.
+    contribution
+        Its contribution: positive raises the score ``(+)``, negative lowers it ``(−)``.
+    unseen
+        The value is a category the model did not see in training (it was scored as missing).
+
+    Returns
+    -------
+    str
+        Known features get a phrase of their own; any other feature reads
+        ``"<name> = <value> (+/−)"``.
+    """
+    sign = PLUS if contribution >= 0 else MINUS
+    missing = value is None or (not isinstance(value, str) and _isnan(value))
+    try:
+        phrase = _phrase(feature, None if missing else value)
+    except (TypeError, ValueError):
+        phrase = None
+    if phrase is None:
+        phrase = f"{feature} = {'missing' if missing else _plain(value)}"
+    if unseen:
+        phrase += " (new to the model)"
+    return f"{phrase} {sign}"
+
+
+def _phrase(feature: str, value: Any) -> str | None:
+    if feature in _CATEGORY_LABELS:
+        label = _CATEGORY_LABELS[feature]
+        if value is None:
+            return f"no {label} recorded"
+        if feature == "forecast_category":
+            value = str(value).replace("_", " ")  # the contract's codes: best_case → best case
+        return f"{label} {value}"
+    if feature.startswith("title_") and feature in _TITLE_LABELS:
+        return _title_phrase(feature, value)
+    formatter = _FORMATTERS.get(feature)
+    if formatter is None:
+        return None
+    return formatter(value)
+
+
+def _isnan(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
+    return str(value)
+
+
+def _n(value: Any) -> int:
+    return int(round(float(value)))
+
+
+def _pct(value: Any) -> str:
+    return f"{100.0 * float(value):.0f}%"
+
+
+def _money(value: Any) -> str:
+    v = float(value)
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    if v >= 1e6:
+        return f"{sign}{v / 1e6:.1f}M"
+    if v >= 1e3:
+        return f"{sign}{v / 1e3:.0f}k"
+    return f"{sign}{v:.0f}"
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else "twice" if n == 2 else f"{n} times"
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _missing_or(text_if_missing: str, fn: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A formatter that says ``text_if_missing`` for a missing value, else ``fn(value)``."""
+    return lambda v: text_if_missing if v is None else fn(v)
+
+
+def _days_to_close(v: Any) -> str:
+    d = _n(v)
+    if d < 0:
+        return f"expected close date passed {_count(-d, 'day')} ago"
+    if d == 0:
+        return "expected to close today"
+    return f"expected close in {_count(d, 'day')}"
+
+
+def _since_activity(v: Any) -> str:
+    d = _n(v)
+    if d <= 0:
+        return "activity today"
+    if d < 14:
+        return f"last activity {_count(d, 'day')} ago"
+    return f"no activity for {d} days"
+
+
+def _pushes(v: Any) -> str:
+    n = _n(v)
+    return "close date never pushed" if n == 0 else f"close date pushed {_times(n)}"
+
+
+def _activities(window: str) -> Callable[[Any], str]:
+    def fmt(v: Any) -> str:
+        n = _n(v)
+        return (
+            f"no activity in {window}"
+            if n == 0
+            else f"{_count(n, 'activity', 'activities')} in {window}"
+        )
+
+    return fmt
+
+
+def _amount_change(v: Any) -> str:
+    x = float(v)
+    if x == 0:
+        return "amount unchanged since creation"
+    return f"amount {'up' if x > 0 else 'down'} {_money(abs(x))} since creation"
+
+
+def _regressions(v: Any) -> str:
+    n = _n(v)
+    return "never moved back a stage" if n == 0 else f"moved back a stage {_times(n)}"
+
+
+def _account_count(zero: str, singular: str, plural: str) -> Callable[[Any], str]:
+    def fmt(v: Any) -> str:
+        n = _n(v)
+        return zero if n == 0 else _count(n, singular, plural)
+
+    return fmt
+
+
+#: categorical features: "<label> <value>", "no <label> recorded" when missing
+_CATEGORY_LABELS: dict[str, str] = {
+    "stage": "stage",
+    "forecast_category": "forecast category",
+    "segment": "segment",
+    "source": "source",
+    "signal_type": "signal",
+    "industry": "industry",
+    "region": "region",
+    "country": "country",
+    "product": "product",
+    "seniority": "seniority",
+    "sdr_id": "SDR",
+    "sequence": "sequence",
+}
+
+#: title keyword flags: the word the title holds (seniority) or the buyer's function
+_TITLE_LABELS: dict[str, tuple[str, str]] = {
+    "title_vp": ("seniority", "VP"),
+    "title_director": ("seniority", "Director"),
+    "title_head": ("seniority", "Head of"),
+    "title_chief": ("seniority", "C-level"),
+    "title_manager": ("seniority", "Manager"),
+    "title_founder": ("seniority", "Founder/owner"),
+    "title_sales": ("function", "sales"),
+    "title_marketing": ("function", "marketing"),
+    "title_it": ("function", "IT"),
+    "title_finance": ("function", "finance"),
+    "title_operations": ("function", "operations"),
+}
+
+
+def _title_phrase(feature: str, value: Any) -> str:
+    kind, word = _TITLE_LABELS[feature]
+    if value is None:
+        return "no title recorded"
+    yes = float(value) >= 0.5
+    if kind == "seniority":
+        return f"{word} title" if yes else f"not a {word} title"
+    return f"buyer in {word}" if yes else f"buyer not in {word}"
+
+
+#: numeric features: value (None when missing) → phrase
+_FORMATTERS: dict[str, Callable[[Any], str]] = {
+    # opportunities (features/opportunity.py)
+    "age_days": _missing_or("deal age unknown", lambda v: f"deal open {_count(_n(v), 'day')}"),
+    "days_in_stage": _missing_or(
+        "time in stage unknown", lambda v: f"{_count(_n(v), 'day')} in current stage"
+    ),
+    "stage_order": _missing_or(
+        "stage outside the usual funnel", lambda v: f"stage {_n(v) + 1} of the funnel"
+    ),
+    "stage_moves": _missing_or(
+        "no stage history",
+        lambda v: "no stage change yet" if _n(v) == 0 else f"{_count(_n(v), 'stage change')}",
+    ),
+    "stage_regressions": _missing_or("no stage history", _regressions),
+    "amount": _missing_or("no amount recorded", lambda v: f"amount {_money(v)}"),
+    "amount_change": _missing_or("amount history unknown", _amount_change),
+    "amount_change_ratio": _missing_or(
+        "amount history unknown", lambda v: f"amount at {_pct(v)} of its initial value"
+    ),
+    "days_to_expected_close": _missing_or("no expected close date", _days_to_close),
+    "close_date_pushes": _missing_or("close date history unknown", _pushes),
+    "close_date_push_days": _missing_or(
+        "close date history unknown",
+        lambda v: (
+            "close date never pushed"
+            if _n(v) == 0
+            else f"close date pushed {_count(_n(v), 'day')} in total"
+        ),
+    ),
+    "activities_7d": _missing_or("no activity recorded", _activities("the last 7 days")),
+    "activities_30d": _missing_or("no activity recorded", _activities("the last 30 days")),
+    "activities_total": _missing_or(
+        "no activity recorded",
+        lambda v: (
+            "no activity recorded"
+            if _n(v) == 0
+            else f"{_count(_n(v), 'activity', 'activities')} so far"
+        ),
+    ),
+    "activities_per_week": _missing_or(
+        "no activity recorded", lambda v: f"{float(v):.1f} activities per week"
+    ),
+    "days_since_last_activity": _missing_or("no activity recorded", _since_activity),
+    "inbound_30d": _missing_or(
+        "no activity recorded",
+        lambda v: f"{_count(_n(v), 'inbound touch', 'inbound touches')} in 30 days",
+    ),
+    "outbound_30d": _missing_or(
+        "no activity recorded",
+        lambda v: f"{_count(_n(v), 'outbound touch', 'outbound touches')} in 30 days",
+    ),
+    "inbound_share_30d": _missing_or(
+        "no activity in the last 30 days", lambda v: f"{_pct(v)} of recent activity inbound"
+    ),
+    "meetings_30d": _missing_or(
+        "no activity recorded",
+        lambda v: (
+            "no meeting in 30 days" if _n(v) == 0 else f"{_count(_n(v), 'meeting')} in 30 days"
+        ),
+    ),
+    "days_left_in_quarter": _missing_or(
+        "quarter end unknown", lambda v: f"{_count(_n(v), 'day')} left in the quarter"
+    ),
+    "owner_win_rate": _missing_or("AE has no closed deals yet", lambda v: f"AE win rate {_pct(v)}"),
+    "owner_closed_deals": _missing_or(
+        "no AE assigned", lambda v: f"AE has closed {_count(_n(v), 'deal')}"
+    ),
+    "sdr_win_rate": _missing_or("no SDR win rate yet", lambda v: f"SDR win rate {_pct(v)}"),
+    "sdr_closed_deals": _missing_or(
+        "no SDR on the deal", lambda v: f"SDR has {_count(_n(v), 'closed deal')}"
+    ),
+    "has_next_step": _missing_or(
+        "next step unknown", lambda v: "next step set" if float(v) >= 0.5 else "no next step"
+    ),
+    # leads (features/lead.py)
+    "employees": _missing_or("company size unknown", lambda v: f"{_n(v):,} employees"),
+    "log_annual_revenue": _missing_or(
+        "revenue unknown", lambda v: f"annual revenue {_money(math.expm1(float(v)))}"
+    ),
+    "account_leads_before": _missing_or(
+        "no account on record",
+        _account_count(
+            "first lead at the account",
+            "earlier lead at the account",
+            "earlier leads at the account",
+        ),
+    ),
+    "account_sqos_before": _missing_or(
+        "no account on record",
+        _account_count(
+            "no earlier SQO at the account",
+            "earlier SQO at the account",
+            "earlier SQOs at the account",
+        ),
+    ),
+    "account_open_opportunities": _missing_or(
+        "no account on record",
+        _account_count(
+            "no open deal at the account", "open deal at the account", "open deals at the account"
+        ),
+    ),
+    "account_won_opportunities": _missing_or(
+        "no account on record",
+        _account_count(
+            "no won deal at the account", "won deal at the account", "won deals at the account"
+        ),
+    ),
+    "source_signal_sqo_rate": _missing_or(
+        "no history for this source × signal",
+        lambda v: f"SQO rate of this source \u00d7 signal {_pct(v)}",
+    ),
+    "industry_sqo_rate": _missing_or(
+        "no history for this industry", lambda v: f"industry SQO rate {_pct(v)}"
+    ),
+    "sdr_sqo_rate": _missing_or("no history for this SDR", lambda v: f"SDR's SQO rate {_pct(v)}"),
+    "days_since_last_contacted": _missing_or(
+        "never contacted", lambda v: f"last contacted {_count(_n(v), 'day')} ago"
+    ),
+}
