@@ -267,9 +267,8 @@ def score_opportunities(
     ] = None,
 ) -> None:
     """Score every opportunity open at --as-of with the champion close-probability model."""
-    from serving.scoring import score_opportunities_cli
-
     from features.io import write_table
+    from serving.scoring import score_opportunities_cli
 
     table = score_opportunities_cli(
         _settings(), data_dir=_data_dir(data), as_of=as_of, period=period
@@ -289,9 +288,8 @@ def score_leads(
     as_of: AsOfOpt = None,
 ) -> None:
     """Rank a lead list by the champion SQO-likelihood model, best first."""
-    from serving.scoring import score_leads_cli
-
     from features.io import write_table
+    from serving.scoring import score_leads_cli
 
     table = score_leads_cli(_settings(), leads_file=file, data_dir=data, as_of=as_of)
     write_table(table, out_file)

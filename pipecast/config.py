@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PIPECAST_MLFLOW_TRACKING_URI"),
         description="MLflow tracking server and model registry",
     )
+    mlflow_artifact_location: str | None = Field(
+        default=None,
+        description="where new MLflow experiments keep artifacts; unset = beside a sqlite "
+        "database, under var_dir for another database, the server's choice for http(s)",
+    )
     database_url: str = Field(
         default="sqlite:///var/pipecast.db", description="prediction / outcome store"
     )

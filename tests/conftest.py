@@ -1,8 +1,10 @@
-"""Shared fixtures: one small seeded simulated export, and the folder of real datasets."""
+"""Shared fixtures: a small seeded simulated export, the real datasets, a PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,30 @@ def real_data_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} not found (set PIPECAST_REAL_DATA_DIR)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The PostgreSQL server of ``PIPECAST_TEST_POSTGRES_URL`` (``.ci/run`` starts one)."""
+    url = os.environ.get("PIPECAST_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("PIPECAST_TEST_POSTGRES_URL is not set (.ci/postgres start DIR prints one)")
+    return url
+
+
+@pytest.fixture(scope="module")
+def postgres_database(postgres_server_url: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards; yields its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server_url)
+    name = f"pipecast_test_{uuid.uuid4().hex[:12]}"
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,10 +1,15 @@
-"""``pipecast train`` and ``pipecast score`` end to end on a small simulated export."""
+"""``pipecast train`` and ``pipecast score`` end to end on a small simulated export.
+
+The whole flow runs twice: with the MLflow tracking store and registry in sqlite (the
+default) and in PostgreSQL (marked ``postgres``; ``.ci/run`` starts a server).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -18,16 +23,29 @@ from pipecast.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def workspace(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("train")
+    if request.param == "postgres":
+        uri = request.getfixturevalue("postgres_database")
+    else:
+        uri = f"sqlite:///{root / 'var' / 'mlflow.db'}"
     sim = synthetic.simulate(seed=5, n_opportunities=1500, n_leads=5000)
     synthetic.write_simulation(sim, root / "export")
-    return {"root": root, "data": root / "export", "uri": f"sqlite:///{root / 'var' / 'mlflow.db'}"}
+    return {"root": root, "data": root / "export", "uri": uri}
 
 
 def _env(ws: dict[str, Any], **extra: str) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": str(ws["uri"]), "PIPECAST_DATA_DIR": str(ws["data"]), **extra}
+    return {
+        "MLFLOW_TRACKING_URI": str(ws["uri"]),
+        "PIPECAST_DATA_DIR": str(ws["data"]),
+        "PIPECAST_VAR_DIR": str(ws["root"] / "var"),
+        **extra,
+    }
 
 
 def test_scoring_before_training_says_what_to_do(workspace: dict[str, Any]) -> None:
@@ -115,6 +133,49 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
         .to_numpy()
         - 1e-9
     ).all()
+
+
+def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
+    """Params, metrics, data fingerprint, code version, charts and tables, the model with its
+    signature and input example: all in the registered version's run (after the train above)."""
+    uri = str(workspace["uri"])
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+        version = client.get_model_version(name, "1")
+        run = client.get_run(version.run_id)
+        parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+        for key in ("as_of", "data_start", "data_fingerprint", "gate_tolerance", "n_opportunities"):
+            assert parent.data.params.get(key), key
+        for tag in ("data_fingerprint", "data_start", "data_end", "git_commit", "package_version"):
+            assert parent.data.tags.get(tag), tag
+        assert len(parent.data.tags["data_fingerprint"]) == 64  # sha-256 of the export
+        assert {"test_auc", "test_brier", "test_ece", "test_log_loss"} <= set(run.data.metrics)
+        assert 0.5 < run.data.metrics["test_auc"] <= 1.0
+        artifacts = {
+            a.path
+            for folder in ("evaluation", "charts")
+            for a in client.list_artifacts(run.info.run_id, folder)
+        }
+        assert {
+            "evaluation/evaluation.csv",
+            "evaluation/metrics.json",
+            "evaluation/feature_importance.csv",
+            "charts/feature_importance.png",
+        } <= artifacts
+        assert any(a.startswith("charts/reliability_") and a.endswith(".png") for a in artifacts)
+        table = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id,
+                artifact_path="evaluation/evaluation.csv",
+                tracking_uri=uri,
+            )
+        )
+        assert len(table) > 0
+        info = mlflow.models.get_model_info(f"models:/{name}/1")
+        assert info.signature is not None and info.signature.inputs is not None
+        assert info.saved_input_example_info is not None
 
 
 def test_score_a_foreign_lead_list(workspace: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from models import CHAMPION_ALIAS
+from pipecast.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,30 @@ def configure(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def experiment_id(client: MlflowClient, tracking_uri: str, name: str = EXPERIMENT) -> str:
-    """The experiment's id, creating it (artifacts beside a sqlite database) if needed."""
+def artifact_location(settings: Settings) -> str | None:
+    """Where a new experiment keeps its artifacts: as configured, or by default beside a
+    sqlite database, under ``var_dir`` for another database (PostgreSQL, MySQL), which has
+    no folder of its own, and the server's choice for an ``http(s)://`` tracking server.
+    """
+    if settings.mlflow_artifact_location:
+        return settings.mlflow_artifact_location
+    tracking_uri, var_dir = settings.mlflow_tracking_uri, settings.var_dir
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        return (db.parent.resolve() / "mlartifacts").as_uri()
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (Path(var_dir).resolve() / "mlartifacts").as_uri()
+
+
+def experiment_id(
+    client: MlflowClient, artifact_location: str | None, name: str = EXPERIMENT
+) -> str:
+    """The experiment's id, creating it (artifacts at ``artifact_location``) if needed."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    db = sqlite_path(tracking_uri)
-    location = (db.parent.resolve() / "mlartifacts").as_uri() if db is not None else None
-    return str(client.create_experiment(name, artifact_location=location))
+    return str(client.create_experiment(name, artifact_location=artifact_location))
 
 
 # ----------------------------------------------------------------------------------------
@@ -153,10 +170,14 @@ def pip_requirements() -> list[str]:
 
 @contextlib.contextmanager
 def training_run(
-    client: MlflowClient, tracking_uri: str, *, run_name: str, tags: Mapping[str, str] | None = None
+    client: MlflowClient,
+    artifact_location: str | None,
+    *,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """The parent run of one ``pipecast train``; yields its run id."""
-    exp = experiment_id(client, tracking_uri)
+    exp = experiment_id(client, artifact_location)
     # nested runs take the active experiment, not their parent's: make it this one
     mlflow.set_experiment(experiment_id=exp)
     with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=dict(tags or {})) as run:

@@ -203,7 +203,7 @@ def run_training(
     reports: list[ModelReport] = []
     with tracking.training_run(
         client,
-        settings.mlflow_tracking_uri,
+        tracking.artifact_location(settings),
         run_name=f"train {label_date.date()}",
         tags=common_tags,
     ) as run_id:

@@ -35,7 +35,7 @@ def test_log_register_tag_alias_and_load_back(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no model trained yet"):
         load_champion(settings, "pipecast-test")
     with tracking.training_run(
-        client, uri, run_name="t", tags={"data_fingerprint": "abc"}
+        client, tracking.artifact_location(settings), run_name="t", tags={"data_fingerprint": "abc"}
     ) as run_id:
         tracking.log_params({"a": 1, "when": pd.Timestamp("2026-01-01")})
         with tracking.model_run("child") as child_id:
@@ -111,3 +111,21 @@ def test_evaluation_table_and_charts(tmp_path: Path) -> None:
     assert png.stat().st_size > 1000 and imp.stat().st_size > 1000
     coh = evaluate.in_period_coherence([0.5, 0.4], [0.2, 0.5], [0.3, 0.45])
     assert coh["share_above_p_win"] == 0.5 and coh["share_not_monotone"] == 0.5
+
+
+def test_artifact_location_follows_the_tracking_store(tmp_path: Path) -> None:
+    def where(uri: str, **extra: str) -> str | None:
+        settings = Settings(mlflow_tracking_uri=uri, var_dir=tmp_path / "var", **extra)
+        return tracking.artifact_location(settings)
+
+    assert where(f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}") == (
+        (tmp_path / "db" / "mlartifacts").as_uri()
+    )
+    # a database server has no folder of its own: artifacts go under var_dir
+    assert where("postgresql+psycopg://u@db.example:5432/mlflow") == (
+        (tmp_path / "var" / "mlartifacts").as_uri()
+    )
+    assert where("https://mlflow.example.com") is None  # the server decides
+    assert where("sqlite:///x.db", mlflow_artifact_location="s3://bucket/pipecast") == (
+        "s3://bucket/pipecast"
+    )
