@@ -752,20 +752,7 @@ def check_relations(
                         expected="closed_at ≥ created_at",
                     )
                 )
-        declared = {s.name for s in config.stages}
-        if declared:
-            unknown = (opps["stage"].notna() & ~opps["stage"].isin(declared)).to_numpy(dtype=bool)
-            if unknown.any():
-                names = sorted(set(opps.loc[unknown, "stage"].astype(str)))[:5]
-                problems.append(
-                    _problem(
-                        f,
-                        "stage",
-                        f"{int(unknown.sum())} deal(s) have a stage not declared in dataset.yaml ({', '.join(names)})",
-                        unknown,
-                        expected="one of " + ", ".join(sorted(declared)),
-                    )
-                )
+        problems.extend(_undeclared_stages(opps, f, config, "deal(s)"))
     hist = frames.get("stage_history")
     if hist is not None:
         f = files["stage_history"]
@@ -778,35 +765,8 @@ def check_relations(
                 )
             )
         else:
-            hist_ids = hist["opportunity_id"]
-            unknown = (hist_ids.notna() & ~hist_ids.isin(opps["opportunity_id"])).to_numpy(
-                dtype=bool
-            )
-            if unknown.any():
-                ids = hist.loc[unknown, "opportunity_id"].astype(str).unique()[:3]
-                problems.append(
-                    _problem(
-                        f,
-                        "opportunity_id",
-                        f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})",
-                        unknown,
-                        expected="an opportunity_id present in the opportunities file",
-                    )
-                )
-            declared = {s.name for s in config.stages}
-            if declared:
-                bad = (hist["stage"].notna() & ~hist["stage"].isin(declared)).to_numpy(dtype=bool)
-                if bad.any():
-                    names = sorted(set(hist.loc[bad, "stage"].astype(str)))[:5]
-                    problems.append(
-                        _problem(
-                            f,
-                            "stage",
-                            f"{int(bad.sum())} row(s) have a stage not declared in dataset.yaml ({', '.join(names)})",
-                            bad,
-                            expected="one of " + ", ".join(sorted(declared)),
-                        )
-                    )
+            problems.extend(_unknown_opportunities(hist["opportunity_id"], f, opps))
+            problems.extend(_undeclared_stages(hist, f, config, "row(s)"))
     acts = frames.get("activities")
     if acts is not None:
         f = files["activities"]
@@ -828,22 +788,50 @@ def check_relations(
                 )
             )
         if opps is not None and "opportunity_id" in acts:
-            unknown = (opp_col.notna() & ~opp_col.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
-            if unknown.any():
-                ids = acts.loc[unknown, "opportunity_id"].astype(str).unique()[:3]
-                problems.append(
-                    _problem(
-                        f,
-                        "opportunity_id",
-                        f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(ids)})",
-                        unknown,
-                        expected="an opportunity_id present in the opportunities file",
-                    )
-                )
+            problems.extend(_unknown_opportunities(opp_col, f, opps))
     leads = frames.get("leads")
     if leads is not None:
         problems.extend(check_leads(leads, files["leads"]))
     return problems
+
+
+def _undeclared_stages(
+    df: pd.DataFrame, path: Path, config: DatasetConfig, rows: str
+) -> list[Problem]:
+    """Stages that ``dataset.yaml`` does not declare (nothing to check when it declares none)."""
+    declared = {s.name for s in config.stages}
+    if not declared:
+        return []
+    bad = (df["stage"].notna() & ~df["stage"].isin(declared)).to_numpy(dtype=bool)
+    if not bad.any():
+        return []
+    names = sorted(set(df.loc[bad, "stage"].astype(str)))[:5]
+    return [
+        _problem(
+            path,
+            "stage",
+            f"{int(bad.sum())} {rows} have a stage not declared in dataset.yaml ({', '.join(names)})",
+            bad,
+            expected="one of " + ", ".join(sorted(declared)),
+        )
+    ]
+
+
+def _unknown_opportunities(ids: pd.Series, path: Path, opps: pd.DataFrame) -> list[Problem]:
+    """Rows whose opportunity_id is not in the opportunities file (empty ids are not checked)."""
+    unknown = (ids.notna() & ~ids.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
+    if not unknown.any():
+        return []
+    examples = ids[unknown].astype(str).unique()[:3]
+    return [
+        _problem(
+            path,
+            "opportunity_id",
+            f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(examples)})",
+            unknown,
+            expected="an opportunity_id present in the opportunities file",
+        )
+    ]
 
 
 def check_leads(leads: pd.DataFrame, path: Path) -> list[Problem]:

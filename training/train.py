@@ -20,6 +20,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -481,22 +482,13 @@ def _train_close(
         for name, p in preds_q.items()
         if name in ("model", STAGE_BASELINE, "truth")
     }
-    params = {
-        "model_kind": report.kind,
-        "categorical": ",".join(categorical),
-        "features": ",".join(X.columns),
-        **report.counts,
-        **(split.as_params() if split is not None else {}),
-        **({f"calibration_{k}": v for k, v in report.calibration.items()}),
-        **({k: v for k, v in model.get_params().items() if not isinstance(v, (list, tuple, dict))}),
-    }
-    if report.fallback_reason:
-        params["fallback_reason"] = report.fallback_reason
     _log_model_run(
         report,
         model=model,
         client=client,
-        params=params,
+        params=_model_params(
+            report, model, X, categorical, split.as_params() if split is not None else {}
+        ),
         extra_metrics={f"coherence_{k}": v for k, v in coherence.items()},
         reliability={"p_win": reliability, "p_win_in_period_quarter": reliability_q},
         input_example=Xt.head(5) if len(Xt) else X.head(5),
@@ -635,22 +627,11 @@ def _train_sqo(
         for name, p in preds.items()
         if name in ("model", LEAD_BASELINE, "truth", "champion")
     }
-    params = {
-        "model_kind": report.kind,
-        "categorical": ",".join(categorical),
-        "features": ",".join(X.columns),
-        **report.counts,
-        **split_info,
-        **({f"calibration_{k}": v for k, v in report.calibration.items()}),
-        **({k: v for k, v in model.get_params().items() if not isinstance(v, (list, tuple, dict))}),
-    }
-    if report.fallback_reason:
-        params["fallback_reason"] = report.fallback_reason
     _log_model_run(
         report,
         model=model,
         client=client,
-        params=params,
+        params=_model_params(report, model, X, categorical, split_info),
         extra_metrics={},
         reliability={"sqo": reliability},
         input_example=Xt.head(5) if len(Xt) else X.head(5),
@@ -690,6 +671,28 @@ def _champion_predictions(
     q = champion.predict_won_by(X, close[0])
     nq = champion.predict_won_by(X, close[1])
     return {"version": str(info.get("version", version)), "p": (p, q, nq)}
+
+
+def _model_params(
+    report: ModelReport,
+    model: Any,
+    X: pd.DataFrame,
+    categorical: Sequence[str],
+    split_params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The parameters of a model's run: kind, features, counts, split, calibration, settings."""
+    params = {
+        "model_kind": report.kind,
+        "categorical": ",".join(categorical),
+        "features": ",".join(X.columns),
+        **report.counts,
+        **split_params,
+        **{f"calibration_{k}": v for k, v in report.calibration.items()},
+        **{k: v for k, v in model.get_params().items() if not isinstance(v, (list, tuple, dict))},
+    }
+    if report.fallback_reason:
+        params["fallback_reason"] = report.fallback_reason
+    return params
 
 
 def _log_model_run(
