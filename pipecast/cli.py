@@ -223,19 +223,52 @@ def features(
     leads: Annotated[
         bool, typer.Option("--leads", help="Lead features instead of opportunity features.")
     ] = False,
+    snapshots: Annotated[
+        bool,
+        typer.Option(
+            "--snapshots",
+            help="The labelled training table instead: every deal at each snapshot day up to "
+            "--as-of (every lead as of its creation, with --leads), features beside label_ "
+            "columns read as of --as-of.",
+        ),
+    ] = False,
+    every: Annotated[
+        str,
+        typer.Option(
+            "--every",
+            help="Snapshot frequency with --snapshots: W-SUN (every Sunday), 2W-SUN, 14D, MS…",
+        ),
+    ] = "W-SUN",
 ) -> None:
     """Point-in-time feature table of the opportunities open (or leads listed) at --as-of."""
     from features.io import read_export, write_table
     from features.lead import build as build_leads
     from features.opportunity import build as build_opps
     from features.periods import parse_date
+    from features.training_table import (
+        as_known_at,
+        lead_training_table,
+        opportunity_training_table,
+        parse_frequency,
+    )
 
     when = parse_date(as_of)
+    if snapshots:
+        parse_frequency(every)  # a bad --every is refused before the export is read
     export = read_export(_data_dir(data), require=("leads",) if leads else ("opportunities",))
-    table = build_leads(export, as_of=when) if leads else build_opps(export, as_of=when)
-    write_table(table.reset_index(), out_file)
+    if snapshots:
+        known = as_known_at(export, when)
+        table = (
+            lead_training_table(known)
+            if leads
+            else opportunity_training_table(known, freq=every)
+        )
+    else:
+        table = build_leads(export, as_of=when) if leads else build_opps(export, as_of=when)
+    # the opportunity snapshot table carries opportunity_id as a column, the others as index
+    write_table(table.reset_index(drop=snapshots and not leads), out_file)
     err.print(
-        f"[green]wrote[/] {out_file}: {len(table)} rows × {table.shape[1]} features",
+        f"[green]wrote[/] {out_file}: {len(table)} rows × {table.shape[1]} columns",
         highlight=False,
     )
 

@@ -37,7 +37,8 @@ from features import opportunity as opportunity_features
 from features.errors import InputError
 from features.io import Export, read_export
 from features.periods import parse_date
-from features.snapshots import cut_export, snapshot_dates
+from features.snapshots import snapshot_dates
+from features.training_table import as_known_at
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
 from models.baselines import (
     HistoricalCloseModel,
@@ -182,9 +183,7 @@ def run_training(
     label_date = export.exported_at
     if as_of is not None:
         day = parse_date(str(as_of)) if not isinstance(as_of, pd.Timestamp) else as_of.normalize()
-        if day < label_date:
-            export = cut_export(export, day)
-            export.config.exported_at = day
+        export = as_known_at(export, day)
         label_date = day
     fingerprint = tracking.data_fingerprint(data_dir)
     truth = _read_truth(data_dir)
