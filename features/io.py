@@ -110,6 +110,21 @@ class Export:
             raise InputError("The export holds no dates: cannot tell when it was exported.")
         return latest
 
+    def check_as_of(self, day: pd.Timestamp, what: str = "--as-of") -> pd.Timestamp:
+        """``day`` when the export can describe it: not after the export date.
+
+        Features as of a later day would take the days after the export for days in which
+        nothing happened (no activity, no stage move), so such a day is refused.
+        """
+        exported = self.exported_at.normalize()
+        if day.normalize() > exported:
+            raise InputError(
+                f"{what} {day.date()} is after the export date {exported.date()}: the export "
+                "cannot tell what happened since (those days would look like days without "
+                f"activity). Give a day on or before {exported.date()}, or a newer export."
+            )
+        return day
+
     # --- stages -------------------------------------------------------------------------
     @property
     def won_stages(self) -> set[str]:

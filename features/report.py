@@ -139,12 +139,16 @@ def summarize(export: Export) -> ValidationReport:
 
 
 def earliest_date(export: Export) -> pd.Timestamp | None:
-    """The earliest date in any date column (expected close dates aside), floored to the day."""
+    """The earliest event date, floored to the day.
+
+    Expected close dates (plans) and ``last_contacted_at`` (a lead's touches before it was
+    listed) are not events of the export's history and are left aside.
+    """
     earliest: pd.Timestamp | None = None
     for name, df in export.tables().items():
         for col in TABLES[name]:
             if col.kind in ("date", "datetime") and col.name in df.columns:
-                if col.name == "expected_close_date":
+                if col.name in ("expected_close_date", "last_contacted_at"):
                     continue
                 value = df[col.name].min()
                 if pd.notna(value) and (earliest is None or value < earliest):

@@ -256,6 +256,7 @@ def features(
     if snapshots:
         parse_frequency(every)  # a bad --every is refused before the export is read
     export = read_export(_data_dir(data), require=("leads",) if leads else ("opportunities",))
+    export.check_as_of(when)
     if snapshots:
         known = as_known_at(export, when)
         table = (

@@ -249,7 +249,7 @@ def score_opportunities_cli(
     """``pipecast score opportunities``: every deal open at ``as_of`` scored by the champion."""
     model, info = load_champion(settings, CLOSE_MODEL_NAME)
     export = read_export(data_dir, require=("opportunities",))
-    day = parse_date(as_of) if as_of else export.exported_at
+    day = export.check_as_of(parse_date(as_of)) if as_of else export.exported_at
     fy = export.config.fiscal_year_start_month
     chosen = parse_period(period, fy) if period else fiscal_quarter(day, fy)
     features = opportunity_features.build(export, as_of=day)

@@ -135,6 +135,18 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
     ).all()
 
 
+def test_scoring_after_the_export_date_is_refused(workspace: dict[str, Any]) -> None:
+    out = workspace["root"] / "future.csv"
+    result = runner.invoke(
+        app,
+        ["score", "opportunities", "--data", str(workspace["data"]), "--as-of", "2099-01-01"]
+        + ["--out", str(out)],
+        env=_env(workspace),
+    )
+    assert result.exit_code == 2, result.output
+    assert "after the export date" in result.output and not out.exists()
+
+
 def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
     """Params, metrics, data fingerprint, code version, charts and tables, the model with its
     signature and input example: all in the registered version's run (after the train above)."""

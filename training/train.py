@@ -37,6 +37,7 @@ from features import opportunity as opportunity_features
 from features.errors import InputError
 from features.io import Export, read_export
 from features.periods import parse_date
+from features.report import earliest_date
 from features.snapshots import snapshot_dates
 from features.training_table import as_known_at
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
@@ -183,6 +184,14 @@ def run_training(
     label_date = export.exported_at
     if as_of is not None:
         day = parse_date(str(as_of)) if not isinstance(as_of, pd.Timestamp) else as_of.normalize()
+        export.check_as_of(day)
+        first = earliest_date(export)
+        if first is not None and day < first:
+            raise InputError(
+                f"--as-of {day.date()} is before the export's first record ({first.date()}): "
+                "there is nothing to train on yet. Give a later day, or leave --as-of out to "
+                "train on everything up to the export date."
+            )
         export = as_known_at(export, day)
         label_date = day
     fingerprint = tracking.data_fingerprint(data_dir)
