@@ -117,30 +117,56 @@ def assign_opportunity_slices(
         ``snapshots``. Only compared with the cut-off dates, never used as a feature.
     """
     as_of = pd.to_datetime(snapshots["as_of"]).dt.normalize().to_numpy()
-    closed = pd.to_datetime(closed_at).dt.normalize().to_numpy()
-    known_at = lambda day: ~np.isnat(closed) & (closed <= np.datetime64(day))  # noqa: E731
-    train = (as_of <= np.datetime64(split.train_snapshot_end)) & known_at(split.train_end)
+    train = _train_rows(snapshots, closed_at, split)
+    known = _known_at(closed_at, split.label_date)
     cal = (
         (as_of > np.datetime64(split.train_end))
         & (as_of <= np.datetime64(split.calibration_end))
-        & known_at(split.label_date)
+        & known
+        & ~_deals_of(snapshots, train)
     )
-    test = (
-        (as_of > np.datetime64(split.calibration_end))
-        & (as_of <= np.datetime64(split.test_end))
-        & known_at(split.label_date)
-    )
-    # a deal trained on never reaches the test slice (it closed before train_end, so this only
-    # guards against bad data such as snapshots after the close date)
-    train_ids = set(snapshots.loc[train, "opportunity_id"])
-    in_train = snapshots["opportunity_id"].isin(train_ids).to_numpy()
-    test &= ~in_train
-    cal &= ~in_train
+    test = test_window(snapshots, closed_at, split) & known
     out = pd.Series(pd.NA, index=snapshots.index, dtype="string")
     out[train] = TRAIN
     out[cal] = CALIBRATION
     out[test] = TEST
     return out
+
+
+def _known_at(closed_at: pd.Series, day: pd.Timestamp) -> np.ndarray:
+    closed = pd.to_datetime(closed_at).dt.normalize().to_numpy()
+    return ~np.isnat(closed) & (closed <= np.datetime64(day))
+
+
+def _train_rows(snapshots: pd.DataFrame, closed_at: pd.Series, split: TimeSplit) -> np.ndarray:
+    as_of = pd.to_datetime(snapshots["as_of"]).dt.normalize().to_numpy()
+    return (as_of <= np.datetime64(split.train_snapshot_end)) & _known_at(
+        closed_at, split.train_end
+    )
+
+
+def _deals_of(snapshots: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Every row of the deals that have a row in ``rows``."""
+    ids = set(snapshots.loc[rows, "opportunity_id"])
+    return snapshots["opportunity_id"].isin(ids).to_numpy()
+
+
+def test_window(snapshots: pd.DataFrame, closed_at: pd.Series, split: TimeSplit) -> np.ndarray:
+    """Snapshots dated in (``calibration_end``, ``test_end``] of deals not trained on, whatever
+    their outcome.
+
+    The test slice proper keeps those whose outcome is known at the label date. A target known
+    for more rows uses more of the window: "won by the end of the quarter" is known (not won)
+    for a deal still open when that quarter ended, and leaving such deals out would keep only
+    the deals that closed by the label date — the faster ones — and flatter the forecast.
+    """
+    as_of = pd.to_datetime(snapshots["as_of"]).dt.normalize().to_numpy()
+    window = (as_of > np.datetime64(split.calibration_end)) & (
+        as_of <= np.datetime64(split.test_end)
+    )
+    # a deal trained on never reaches the test window (it closed before train_end, so this
+    # only guards against bad data such as snapshots after the close date)
+    return window & ~_deals_of(snapshots, _train_rows(snapshots, closed_at, split))
 
 
 def thin_weeks(as_of: pd.Series, *, every: int) -> np.ndarray:

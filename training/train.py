@@ -409,14 +409,25 @@ def _train_close(
     won_rows = base_rows & (y == 1)
     share = InPeriodShareBaseline().fit(X[won_rows], days_to_close[won_rows])
 
-    Xt = X[test]
-    yt = y[test]
+    # Test rows: the test slice (outcome known at the label date) for p_win; for the in-period
+    # targets, every snapshot of the test window whose "won by the period end" is known, open
+    # deals included once their period has ended (see splits.test_window)
+    q_label = lab["won_by_quarter_end"].to_numpy(dtype="float64")
+    nq_label = lab["won_by_next_quarter_end"].to_numpy(dtype="float64")
+    window = (
+        splits.test_window(snaps, lab["closed_at"], split)
+        if split is not None
+        else np.zeros(len(table), dtype=bool)
+    )
+    rows = test | (window & np.isfinite(q_label))
+    on_p, on_nq = test[rows], np.isfinite(nq_label[rows])
+    Xt = X[rows]
     p_model = model.predict_proba(Xt)[:, 1]
-    q_model = model.predict_won_by(Xt, h_q[test])
-    nq_model = model.predict_won_by(Xt, h_nq[test])
+    q_model = model.predict_won_by(Xt, h_q[rows])
+    nq_model = model.predict_won_by(Xt, h_nq[rows])
     p_stage = stage.predict_rate(Xt)
-    share_q = share.share(Xt, h_q[test])
-    share_nq = share.share(Xt, h_nq[test])
+    share_q = share.share(Xt, h_q[rows])
+    share_nq = share.share(Xt, h_nq[rows])
     preds = {
         "model": p_model,
         STAGE_BASELINE: p_stage,
@@ -430,41 +441,43 @@ def _train_close(
     }
     preds_nq = {"model": nq_model, STAGE_BASELINE: p_stage * share_nq}
     champion_preds = _champion_predictions(
-        settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[test], h_nq[test])
+        settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[rows], h_nq[rows])
     )
     report.previous_champion = champion_preds.get("version")
     if champion_preds:
         preds["champion"], preds_q["champion"], preds_nq["champion"] = champion_preds["p"]
     true_snap = truth.get("opportunity_snapshots")
     if true_snap is not None:
-        joined = _join_truth(table.loc[test, ["opportunity_id", "as_of"]], true_snap)
+        joined = _join_truth(table.loc[rows, ["opportunity_id", "as_of"]], true_snap)
         if joined is not None:
-            preds["truth"] = joined["p_win"]
-            preds_q["truth"] = joined["p_win_by_quarter_end"]
-            preds_nq["truth"] = joined["p_win_by_next_quarter_end"]
-    groups = {
-        "segment": Xt["segment"] if "segment" in Xt.columns else None,
-        "stage": Xt["stage"] if "stage" in Xt.columns else None,
-    }
-    groups = {k: v for k, v in groups.items() if v is not None}
+            preds["truth"] = joined["p_win"].to_numpy(dtype="float64")
+            preds_q["truth"] = joined["p_win_by_quarter_end"].to_numpy(dtype="float64")
+            preds_nq["truth"] = joined["p_win_by_next_quarter_end"].to_numpy(dtype="float64")
+    groups = {c: Xt[c] for c in ("segment", "stage") if c in Xt.columns}
+
+    def on(mask: np.ndarray, p: dict[str, Any]) -> dict[str, Any]:
+        return {k: np.asarray(v)[mask] for k, v in p.items()}
+
+    report.counts["test_rows_in_period"] = int(rows.sum())
     baselines = [STAGE_BASELINE, "historical_stage", "historical_stage_segment"]
-    lab_t = lab.loc[test]
     table_eval = pd.concat(
         [
-            evaluate.evaluation_table("p_win", yt, preds, baselines=baselines, groups=groups),
+            evaluate.evaluation_table(
+                "p_win", y[test], on(on_p, preds), baselines=baselines, groups=on(on_p, groups)
+            ),
             evaluate.evaluation_table(
                 "p_win_in_period_quarter",
-                lab_t["won_by_quarter_end"].to_numpy(dtype="float64"),
+                q_label[rows],
                 preds_q,
                 baselines=[STAGE_BASELINE, "historical_stage"],
                 groups=groups,
             ),
             evaluate.evaluation_table(
                 "p_win_in_period_next_quarter",
-                lab_t["won_by_next_quarter_end"].to_numpy(dtype="float64"),
-                preds_nq,
+                nq_label[rows][on_nq],
+                on(on_nq, preds_nq),
                 baselines=[STAGE_BASELINE],
-                groups=groups,
+                groups=on(on_nq, groups),
             ),
         ],
         ignore_index=True,
@@ -481,12 +494,12 @@ def _train_close(
     steps("close probability: logging to MLflow and gating")
     report.gate = _gate(report, "p_win", STAGE_BASELINE, settings, bool(champion_preds))
     reliability = {
-        name: evaluate.reliability(yt, p)
-        for name, p in preds.items()
+        name: evaluate.reliability(y[test], p)
+        for name, p in on(on_p, preds).items()
         if name in ("model", STAGE_BASELINE, "truth", "champion")
     }
     reliability_q = {
-        name: evaluate.reliability(lab_t["won_by_quarter_end"], p)
+        name: evaluate.reliability(q_label[rows], p)
         for name, p in preds_q.items()
         if name in ("model", STAGE_BASELINE, "truth")
     }

@@ -44,6 +44,24 @@ def test_split_is_by_time_with_a_gap_and_no_deal_on_both_sides() -> None:
     assert s[closed.isna().to_numpy()].isna().all()
 
 
+def test_test_window_keeps_open_deals_for_targets_known_without_a_close() -> None:
+    snaps, closed = _snapshots()
+    split = splits.plan_opportunity_split(
+        snaps["as_of"], label_date=pd.Timestamp("2026-05-01"), gap_days=70
+    )
+    s = splits.assign_opportunity_slices(snaps, closed, split)
+    test = (s == "test").fillna(False).to_numpy()
+    window = splits.test_window(snaps, closed, split)
+    assert (window >= test).all()
+    extra = window & ~test
+    # the window adds the snapshots of deals still open at the label date, nothing else
+    assert extra.any() and closed[extra].isna().all()
+    train_ids = set(snaps.loc[(s == "train").fillna(False), "opportunity_id"])
+    assert not train_ids & set(snaps.loc[window, "opportunity_id"])
+    as_of = snaps.loc[window, "as_of"]
+    assert (as_of > split.calibration_end).all() and (as_of <= split.test_end).all()
+
+
 def test_cycle_gap_is_clipped() -> None:
     created = pd.Series(pd.to_datetime(["2025-01-01"] * 10))
     assert splits.cycle_gap_days(created, created + pd.Timedelta(days=1)) == splits.MIN_GAP_DAYS
