@@ -177,6 +177,27 @@ def lead_decided_at(leads: pd.DataFrame, window_days: int) -> pd.Series:
     return closes.astype("datetime64[ns]")
 
 
+def decided_labels(
+    leads: pd.DataFrame, exported_at: pd.Timestamp, window_days: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each lead's label as known at the end of day ``exported_at``: (is_sqo, decided).
+
+    A dated lead is decided once :func:`lead_decided_at` has passed: on its ``sqo_at`` when it
+    became an SQO within the window, else when the window ends. A lead with only ``is_sqo``
+    to go on waits for the end of the window too, positive or negative: the flag does not say
+    when the SQO happened, so a lead that shows ``is_sqo`` in an export cut at D may have
+    converted after D, and taking positives early would over-count SQOs among recent leads.
+    Leads without dates are decided when they carry a label. ``is_sqo`` is NaN when undecided.
+    """
+    label = lead_label_values(leads, window_days)
+    decided_at = lead_decided_at(leads, window_days)
+    dated = decided_at.notna().to_numpy(dtype=bool)
+    labelled = label.notna().to_numpy(dtype=bool)
+    by_date = (decided_at <= exported_at).to_numpy(dtype=bool, na_value=False)
+    decided = np.where(dated, by_date, True) & labelled
+    return np.where(decided, label.to_numpy(), np.nan), decided
+
+
 def lead_labels(export: Export) -> pd.DataFrame:
     """The SQO label of every lead in the export, indexed by ``lead_id``.
 
@@ -185,25 +206,15 @@ def lead_labels(export: Export) -> pd.DataFrame:
     DataFrame
         ``is_sqo``: 1.0 when the lead became an SQO within ``config.sqo_window_days`` of its
         ``created_at``, 0.0 when it did not and the window has passed by the export date, NaN
-        when still undecided; ``decided``: False for leads created less than the window before
-        the export (end of the export day) and not yet an SQO. Where dates are unknown, the
-        ``is_sqo`` column is the label and such leads are decided.
+        when still undecided; ``decided``: False for leads whose label the export date cannot
+        settle yet (see :func:`decided_labels`). Where dates are unknown, the ``is_sqo`` column
+        is the label and such leads are decided.
     """
     leads = export.leads
     if leads is None:
         raise ValueError("lead labels need the export's leads")
-    window = export.config.sqo_window_days
-    label = lead_label_values(leads, window)
-    decided_at = lead_decided_at(leads, window)
     exported = as_day(export.exported_at, "the export date")
-    dated = decided_at.notna().to_numpy(dtype=bool)
-    by_date = (decided_at <= exported).to_numpy(dtype=bool, na_value=False) | (
-        label == 1.0
-    ).to_numpy(dtype=bool)
-    decided = np.where(dated, by_date, label.notna().to_numpy(dtype=bool)) & label.notna().to_numpy(
-        dtype=bool
-    )
-    is_sqo = np.where(decided, label.to_numpy(), np.nan)
+    is_sqo, decided = decided_labels(leads, exported, export.config.sqo_window_days)
     return pd.DataFrame(
         {"is_sqo": is_sqo, "decided": decided},
         index=pd.Index(

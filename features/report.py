@@ -20,6 +20,7 @@ from rich.table import Table
 from features.contract import TABLES
 from features.errors import InputError
 from features.io import TABLE_NAMES, Export, latest_date
+from features.labels import decided_labels
 
 log = logging.getLogger(__name__)
 
@@ -209,33 +210,20 @@ def lead_labels(
 ) -> pd.Series | None:
     """The SQO label of each lead: True, False, or missing while undecided.
 
-    A lead is an SQO when ``sqo_at`` falls within ``window_days`` of ``created_at``. A lead
-    created less than ``window_days`` before the export date without an SQO yet is undecided
-    (missing). Rows without dates fall back to ``is_sqo``. ``None`` when the export has no label.
+    The same rule as training (:func:`features.labels.decided_labels`): a lead is an SQO when
+    ``sqo_at`` falls within ``window_days`` of ``created_at``; one whose window has not ended by
+    the export date is undecided (missing) unless it already became an SQO; one with only
+    ``is_sqo`` waits for its window either way. Rows without dates fall back to ``is_sqo``.
+    ``None`` when the export has no label.
     """
-    has_dates = (
-        "created_at" in leads.columns and "sqo_at" in leads.columns and exported_at is not None
-    )
-    has_flag = "is_sqo" in leads.columns
-    if not has_dates and not has_flag:
+    if not {"sqo_at", "is_sqo"} & set(leads.columns):
         return None
-    label = pd.Series(pd.NA, index=leads.index, dtype="boolean")
-    if has_dates:
-        assert exported_at is not None
-        created = leads["created_at"].dt.normalize()
-        sqo_day = leads["sqo_at"].dt.normalize()
-        within = (sqo_day - created).dt.days <= window_days
-        positive = (leads["sqo_at"].notna() & within).fillna(False)
-        window_over = (created + pd.Timedelta(days=window_days)) <= exported_at
-        negative = (~positive & window_over).fillna(False)
-        label[positive.to_numpy(dtype=bool)] = True
-        label[negative.to_numpy(dtype=bool)] = False
-        if has_flag:
-            no_date = leads["created_at"].isna().to_numpy(dtype=bool)
-            label[no_date] = leads.loc[no_date, "is_sqo"]
-    else:
-        label = leads["is_sqo"].astype("boolean")
-    return label
+    if exported_at is None or "created_at" not in leads.columns:
+        if "is_sqo" not in leads.columns:
+            return None
+        return leads["is_sqo"].astype("boolean")
+    is_sqo, _ = decided_labels(leads, exported_at.normalize(), window_days)
+    return pd.Series(is_sqo, index=leads.index, dtype="Float64").astype("boolean")
 
 
 def sqo_rates(leads: pd.DataFrame, labels: pd.Series, column: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pandas as pd
 from features._examples import typed
 from features.io import DatasetConfig, Export
 from features.labels import lead_labels, opportunity_labels, won_by
+from features.report import lead_labels as report_lead_labels
 from tests.features.test_snapshots import hand_export
 
 T = pd.Timestamp
@@ -93,3 +94,32 @@ def test_lead_labels_without_dates_use_is_sqo() -> None:
     labels = lead_labels(export)
     np.testing.assert_array_equal(labels["is_sqo"], [1.0, 0.0, np.nan])
     assert list(labels["decided"]) == [True, True, False]
+
+
+def test_is_sqo_with_a_created_date_waits_for_the_window() -> None:
+    """The flag does not say when the SQO happened: a young positive is not decided early.
+
+    Otherwise the most recent leads would be positives only (every negative still waiting),
+    and an export cut at D would count SQOs that happened after D.
+    """
+    leads = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["old_yes", "old_no", "young_yes", "young_no"],
+                "created_at": pd.to_datetime(
+                    ["2026-01-01", "2026-01-01", "2026-03-25", "2026-03-25"]
+                ),
+                "is_sqo": [True, False, True, False],
+            }
+        )
+    )
+    export = Export(
+        leads=leads, config=DatasetConfig(exported_at=T("2026-03-31"), sqo_window_days=10)
+    )
+    labels = lead_labels(export)
+    np.testing.assert_array_equal(labels["is_sqo"], [1.0, 0.0, np.nan, np.nan])
+    assert list(labels["decided"]) == [True, True, False, False]
+    # validate's SQO rates follow the same rule
+    shown = report_lead_labels(leads, T("2026-03-31"), 10)
+    assert shown is not None
+    assert list(shown.astype("object").where(shown.notna(), None)) == [True, False, None, None]
