@@ -13,12 +13,15 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from features import synthetic
 from features.io import write_table
 from models import CHAMPION_ALIAS, CLOSE_MODEL_NAME, SQO_MODEL_NAME
 from pipecast.cli import app
+from pipecast.config import Settings
+from serving.app import create_app
 
 runner = CliRunner()
 
@@ -188,6 +191,22 @@ def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
         info = mlflow.models.get_model_info(f"models:/{name}/1")
         assert info.signature is not None and info.signature.inputs is not None
         assert info.saved_input_example_info is not None
+
+
+def test_the_api_lists_the_champions_from_the_same_registry(workspace: dict[str, Any]) -> None:
+    """GET /models reads the registry the CLI trained into (sqlite or PostgreSQL)."""
+    settings = Settings(
+        mlflow_tracking_uri=str(workspace["uri"]),
+        data_dir=workspace["data"],
+        var_dir=workspace["root"] / "var",
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/models")
+    assert response.status_code == 200, response.text
+    by_name = {m["name"]: m for m in response.json()["models"]}
+    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+        assert by_name[name]["status"] == "champion" and by_name[name]["version"] == "1"
+        assert 0.5 < by_name[name]["metrics"]["test_auc"] <= 1.0
 
 
 def test_score_a_foreign_lead_list(workspace: dict[str, Any]) -> None:
