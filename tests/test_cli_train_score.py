@@ -12,8 +12,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from features import synthetic
