@@ -34,6 +34,13 @@ from features.errors import InputError
 
 TABLE_NAMES = ("opportunities", "stage_history", "activities", "leads")
 DATE_DTYPE = "datetime64[ns]"
+#: the files of an export folder: what ``read_export`` reads and ``write_export`` writes or removes
+EXPORT_FILES = frozenset(
+    {f"{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "parquet")}
+    | {"dataset.yaml", "dataset.yml"}
+)
+#: spreadsheet workbooks, which are not read: a sheet has to be saved as CSV first
+SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,16 @@ def find_table_file(folder: Path, name: str) -> Path | None:
 
 def read_raw(path: Path) -> pd.DataFrame:
     """A table file as text, untouched: every cell a string, empty cells missing."""
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name,
+                    message="is a spreadsheet workbook, which pipecast does not read",
+                    expected="the sheet saved as CSV (UTF-8) or Parquet",
+                )
+            ]
+        )
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
@@ -244,7 +261,18 @@ def read_raw(path: Path) -> pd.DataFrame:
             skipinitialspace=False,
             encoding="utf-8-sig",
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name,
+                    message=f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+                    f"position {exc.start})",
+                    expected="a CSV saved as UTF-8, or a Parquet file",
+                )
+            ]
+        ) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise ContractError(
             [
                 Problem(
@@ -468,15 +496,21 @@ def read_config(folder: Path) -> DatasetConfig:
             return DatasetConfig()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
         raise ContractError(
-            [
-                Problem(
-                    file=path.name, message=f"is not valid YAML ({exc})", expected="a YAML mapping"
-                )
-            ]
+            [Problem(file=path.name, message=unreadable_yaml(exc), expected="a YAML mapping")]
         ) from None
     return parse_config(data, path.name)
+
+
+def unreadable_yaml(exc: Exception) -> str:
+    """Why a YAML file could not be loaded, from the error ``yaml.safe_load`` (or decoding) raised."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at position {exc.start})"
+    if isinstance(exc, yaml.YAMLError):
+        return f"is not valid YAML ({exc})"
+    # PyYAML reads 2026-13-45 as a date and fails with a ValueError ("month must be in 1..12")
+    return f"holds a date that does not exist ({exc}); write real dates as YYYY-MM-DD"
 
 
 def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
@@ -523,7 +557,7 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
                 )
             )
     month = data.get("fiscal_year_start_month", 1)
-    if not isinstance(month, int) or not 1 <= month <= 12:
+    if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
         problems.append(
             Problem(
                 file=file,
@@ -535,7 +569,7 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
     else:
         cfg.fiscal_year_start_month = month
     window = data.get("sqo_window_days", 90)
-    if not isinstance(window, int) or window <= 0:
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
         problems.append(
             Problem(
                 file=file,
@@ -571,7 +605,9 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
             continue
         name = str(s["name"])
         prob = s.get("probability")
-        if prob is not None and (not isinstance(prob, (int, float)) or not 0 <= prob <= 1):
+        if prob is not None and (
+            isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1
+        ):
             problems.append(
                 Problem(
                     file=file,
@@ -581,6 +617,26 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
                 )
             )
             prob = None
+        flags = {k: s.get(k, False) for k in ("won", "lost")}
+        for k, v in flags.items():
+            if not isinstance(v, bool):
+                problems.append(
+                    Problem(
+                        file=file,
+                        column="stages",
+                        message=f"stage {name!r} has {k}: {v!r}",
+                        expected=f"{k}: true or {k}: false (YAML booleans, not text)",
+                    )
+                )
+        if flags["won"] is True and flags["lost"] is True:
+            problems.append(
+                Problem(
+                    file=file,
+                    column="stages",
+                    message=f"stage {name!r} is marked both won and lost",
+                    expected="won: true or lost: true, not both",
+                )
+            )
         if name in seen:
             problems.append(
                 Problem(
@@ -595,8 +651,8 @@ def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
             StageDef(
                 name=name,
                 probability=None if prob is None else float(prob),
-                won=bool(s.get("won", False)),
-                lost=bool(s.get("lost", False)),
+                won=flags["won"] is True,
+                lost=flags["lost"] is True,
             )
         )
     feats = data.get("features") or {}
@@ -645,6 +701,11 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
         Any file breaks the contract; every problem found is listed.
     """
     folder = Path(path)
+    if folder.is_file():
+        raise InputError(
+            f"{folder}: is a file, not a folder. Give --data the folder that holds it "
+            f"({folder.parent}) or another CRM export folder (see data-contract.md)."
+        )
     if not folder.is_dir():
         raise InputError(
             f"{folder}: no such folder. Give --data the folder of a CRM export (see data-contract.md), or create a demo one with `pipecast simulate --out {folder}`."
@@ -673,7 +734,7 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
                 Problem(
                     file=f"{name}.csv",
                     message=f"is missing from {folder}",
-                    expected=f"a {name}.csv or {name}.parquet file",
+                    expected=f"a file {name}.csv or {name}.parquet",
                 )
             )
     if not files and not problems:
@@ -682,6 +743,14 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
                 file=str(folder),
                 message="holds no CRM export files",
                 expected="opportunities.csv and/or leads.csv (see data-contract.md)",
+            )
+        )
+    if files and not problems and all(len(df) == 0 for df in frames.values()):
+        problems.append(
+            Problem(
+                file=", ".join(p.name for p in files.values()),
+                message="no data rows: every file holds only a header",
+                expected="one opportunity, lead or event per row below the header",
             )
         )
     structural = any(
@@ -895,12 +964,24 @@ def read_leads_file(
 ) -> pd.DataFrame:
     """A lead list to score (contract ``leads`` columns; labels not needed)."""
     file = Path(path)
+    if file.is_dir():
+        raise InputError(
+            f"{file}: is a folder, not a file. Give the lead list to score as a CSV or Parquet file with a lead_id column."
+        )
     if not file.is_file():
         raise InputError(
             f"{file}: no such file. Give the lead list to score as a CSV or Parquet file with a lead_id column."
         )
     raw = read_raw(file)
     df, problems = coerce_table(raw, "leads", file, extra_required=extra_columns)
+    if not problems and len(df) == 0:
+        problems.append(
+            Problem(
+                file=file.name,
+                message="holds no leads (only a header)",
+                expected="one lead per row below the header",
+            )
+        )
     if not problems:
         dup = df["lead_id"].duplicated(keep=False).to_numpy(dtype=bool)
         if dup.any():
@@ -938,12 +1019,100 @@ def _format_for_csv(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _check_parents(target: Path, option: str) -> None:
+    """Refuse ``target`` when its nearest existing parent is a file or cannot be written to."""
+    for parent in target.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise InputError(
+                f"{option} {target}: {parent} is a file, so nothing can be written under it. "
+                "Give a path inside a folder."
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(
+                f"{option} {target}: the folder {parent} cannot be written to (permission "
+                "denied). Give a path in a folder you can write to."
+            )
+        return
+
+
+def check_output_file(
+    path: str | os.PathLike[str],
+    *,
+    option: str = "--out",
+    inputs: Iterable[Path] = (),
+) -> Path:
+    """``path`` as a table file to write, or an :class:`InputError` saying why it cannot be one.
+
+    Refused: a folder, a path under a file, a folder that cannot be written to, and any of
+    ``inputs`` (the files the command reads: writing over them would lose them).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(
+            f"{option} {target}: is a folder. Give a file to write, such as "
+            f"{target / 'out.csv'} (or .parquet)."
+        )
+    _check_parents(target, option)
+    resolved = target.resolve()
+    for source in inputs:
+        if source.resolve() == resolved:
+            raise InputError(
+                f"{option} {target}: is {source.name}, a file this command reads. Write to "
+                "another file so that the input is kept."
+            )
+    return target
+
+
+def check_output_folder(
+    path: str | os.PathLike[str],
+    *,
+    option: str = "--out",
+    inputs: Iterable[Path] = (),
+) -> Path:
+    """``path`` as an export folder to write, or an :class:`InputError` saying why it cannot be one.
+
+    Refused: a file, a path under a file, a folder that cannot be written to, and a folder where
+    writing the export would replace or remove one of ``inputs`` (the source files of an import).
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InputError(
+            f"{option} {target}: is a file, not a folder. Give a new (or an export) folder to "
+            "write the export to."
+        )
+    _check_parents(target, option)
+    if target.is_dir():
+        resolved = target.resolve()
+        clash = sorted(
+            {s.name for s in inputs if s.name in EXPORT_FILES and s.resolve().parent == resolved}
+        )
+        if clash:
+            raise InputError(
+                f"{option} {target}: writing the export there would replace {', '.join(clash)}, "
+                "which this import reads. Give another folder."
+            )
+    return target
+
+
+def export_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The export files present in ``folder`` (tables and ``dataset.yaml``); none if no folder."""
+    base = Path(folder)
+    return sorted(base / name for name in EXPORT_FILES if (base / name).is_file())
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write ``df`` to ``path`` (Parquet if it ends in ``.parquet``, else CSV), atomically.
 
     The file appears whole or not at all: it is written beside the target and renamed.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder or lies under a file (:func:`check_output_file`).
     """
-    target = Path(path)
+    target = check_output_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
@@ -968,8 +1137,28 @@ def write_export(export: Export, folder: str | os.PathLike[str], *, fmt: str = "
 
     Everything is first written to a temporary folder beside the target, then moved in, so an
     interrupted write leaves no half-written export.
+
+    Raises
+    ------
+    InputError
+        ``folder`` is a file or lies under one, or it holds tables of another export that this
+        one does not have (the result would mix two exports).
     """
-    target = Path(folder)
+    target = check_output_folder(folder)
+    if target.is_dir():
+        others = sorted(
+            f"{name}.{ext}"
+            for name in TABLE_NAMES
+            if export.table(name) is None
+            for ext in ("csv", "parquet")
+            if (target / f"{name}.{ext}").exists()
+        )
+        if others:
+            raise InputError(
+                f"{target}: already holds {', '.join(others)}, which this export does not "
+                "have; writing there would mix two exports. Give an empty or new folder, or "
+                "move those files away."
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

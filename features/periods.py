@@ -18,6 +18,10 @@ from features.errors import InputError
 _QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$", re.IGNORECASE)
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2}):(\d{4}-\d{2}-\d{2})$")
+#: a day, optionally with a time of day and a UTC offset (ISO 8601, as --as-of takes it)
+_ISO_DAY = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,17 @@ def parse_period(text: str, fiscal_year_start_month: int = 1) -> Period:
         The text is none of these forms, or the range ends before it starts.
     """
     value = str(text).strip()
+    try:
+        return _parse_period(value, fiscal_year_start_month)
+    except (ValueError, OverflowError):  # also a year such as 0000 or 9999-Q4: no calendar days
+        raise InputError(
+            f"period {value!r} is not understood: write a fiscal quarter such as 2026-Q3, a month "
+            "such as 2026-07, or a range of days such as 2026-07-01:2026-09-30 (end ≥ start)."
+        ) from None
+
+
+def _parse_period(value: str, fiscal_year_start_month: int) -> Period:
+    """The period ``value`` names; ``ValueError`` when it is none of the three forms."""
     if m := _QUARTER.match(value):
         fy, q = int(m.group(1)), int(m.group(2))
         start = pd.Timestamp(year=fy, month=fiscal_year_start_month, day=1) + pd.DateOffset(
@@ -104,18 +119,22 @@ def parse_period(text: str, fiscal_year_start_month: int = 1) -> Period:
             start = end = None  # type: ignore[assignment]
         if start is not None and end is not None and end >= start:
             return Period(start=start, end=end, label=value)
-    raise InputError(
-        f"period {value!r} is not understood: write a fiscal quarter such as 2026-Q3, a month "
-        "such as 2026-07, or a range of days such as 2026-07-01:2026-09-30 (end ≥ start)."
-    )
+    raise ValueError(value)
 
 
 def parse_date(text: str, what: str = "--as-of") -> pd.Timestamp:
-    """A day given on the command line or in a request (``2026-03-14``)."""
-    try:
-        ts = pd.Timestamp(str(text).strip())
-    except (ValueError, TypeError):
-        ts = None  # type: ignore[assignment]
+    """A day given on the command line or in a request (``2026-03-14``).
+
+    Only ISO 8601 is taken (a time of day and a UTC offset may follow the day): ``03/04/2026``
+    or ``today`` would be read one way or another by a parser that guesses, so they are refused.
+    """
+    value = str(text).strip()
+    ts: pd.Timestamp | None = None
+    if _ISO_DAY.match(value):
+        try:
+            ts = pd.Timestamp(value)
+        except (ValueError, TypeError, OverflowError):
+            ts = None
     if ts is None or pd.isna(ts):
         raise InputError(f"{what} {text!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-03-14.")
     if ts.tzinfo is not None:

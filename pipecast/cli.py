@@ -116,7 +116,7 @@ def simulate(
         Path, typer.Option("--out", help="Folder to write the synthetic export to.")
     ],
     seed: Annotated[
-        int, typer.Option(help="Random seed: the same seed gives the same export.")
+        int, typer.Option(min=0, help="Random seed (≥ 0): the same seed gives the same export.")
     ] = 7,
     opportunities: Annotated[
         int, typer.Option("--opportunities", min=50, help="About how many opportunities.")
@@ -126,9 +126,11 @@ def simulate(
 ) -> None:
     """Write a synthetic B2B CRM export (plus truth/ with the generator's true probabilities)."""
     from features import synthetic
+    from features.io import check_output_folder
 
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format {fmt!r}: choose csv or parquet.")
+    check_output_folder(out_dir)
     with _progress() as progress:
         result = synthetic.simulate(
             seed=seed, n_opportunities=opportunities, n_leads=leads, progress=progress
@@ -156,8 +158,9 @@ def import_maven_crm(
 ) -> None:
     """Import the Maven Analytics CRM + Sales + Opportunities dataset."""
     from features.adapters import maven_crm
-    from features.io import write_export
+    from features.io import check_output_folder, write_export
 
+    check_output_folder(out_dir)
     export = maven_crm.convert(src)
     write_export(export, out_dir)
     err.print(
@@ -176,8 +179,9 @@ def import_bank_marketing(
 ) -> None:
     """Import the UCI bank-marketing campaigns as leads (``duration`` dropped: it leaks)."""
     from features.adapters import bank_marketing
-    from features.io import write_export
+    from features.io import check_output_folder, write_export
 
+    check_output_folder(out_dir, inputs=[src])
     export = bank_marketing.convert(src)
     write_export(export, out_dir)
     err.print(
@@ -199,8 +203,9 @@ def import_csv(
 ) -> None:
     """Rename and convert the columns of a CRM report export with a mapping file."""
     from features.adapters import generic_csv
-    from features.io import write_export
+    from features.io import check_output_folder, write_export
 
+    check_output_folder(out_dir, inputs=generic_csv.source_files(src, mapping))
     export = generic_csv.convert(src, mapping)
     write_export(export, out_dir)
     counts = ", ".join(f"{len(df)} {name}" for name, df in export.tables().items())
@@ -241,7 +246,7 @@ def features(
     ] = "W-SUN",
 ) -> None:
     """Point-in-time feature table of the opportunities open (or leads listed) at --as-of."""
-    from features.io import read_export, write_table
+    from features.io import check_output_file, export_files, read_export, write_table
     from features.lead import build as build_leads
     from features.opportunity import build as build_opps
     from features.periods import parse_date
@@ -255,7 +260,9 @@ def features(
     when = parse_date(as_of)
     if snapshots:
         parse_frequency(every)  # a bad --every is refused before the export is read
-    export = read_export(_data_dir(data), require=("leads",) if leads else ("opportunities",))
+    folder = _data_dir(data)
+    check_output_file(out_file, inputs=export_files(folder))
+    export = read_export(folder, require=("leads",) if leads else ("opportunities",))
     export.check_as_of(when)
     if snapshots:
         known = as_known_at(export, when)
@@ -301,12 +308,12 @@ def score_opportunities(
     ] = None,
 ) -> None:
     """Score every opportunity open at --as-of with the champion close-probability model."""
-    from features.io import write_table
+    from features.io import check_output_file, export_files, write_table
     from serving.scoring import score_opportunities_cli
 
-    table = score_opportunities_cli(
-        _settings(), data_dir=_data_dir(data), as_of=as_of, period=period
-    )
+    folder = _data_dir(data)
+    check_output_file(out_file, inputs=export_files(folder))
+    table = score_opportunities_cli(_settings(), data_dir=folder, as_of=as_of, period=period)
     write_table(table, out_file)
     err.print(f"[green]wrote[/] {out_file}: {len(table)} open opportunities", highlight=False)
 
@@ -322,9 +329,10 @@ def score_leads(
     as_of: AsOfOpt = None,
 ) -> None:
     """Rank a lead list by the champion SQO-likelihood model, best first."""
-    from features.io import write_table
+    from features.io import check_output_file, export_files, write_table
     from serving.scoring import score_leads_cli
 
+    check_output_file(out_file, inputs=[file, *export_files(_data_dir(data))])
     table = score_leads_cli(_settings(), leads_file=file, data_dir=data, as_of=as_of)
     write_table(table, out_file)
     err.print(f"[green]wrote[/] {out_file}: {len(table)} leads ranked", highlight=False)
@@ -339,7 +347,7 @@ def score_leads(
 @handle_errors
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8000,
     prepare: Annotated[
         bool,
         typer.Option(
@@ -349,10 +357,19 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import socket
+
     import uvicorn
 
     from serving.app import create_app
 
+    try:
+        socket.getaddrinfo(host, port)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(
+            f"--host {host!r} cannot be resolved to an address ({exc}); give an IP address "
+            "such as 127.0.0.1 or 0.0.0.0 (every interface), or a host name of this machine."
+        ) from None
     settings = _settings()
     if prepare:
         from serving.bootstrap import prepare as prepare_to_serve

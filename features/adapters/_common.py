@@ -42,7 +42,18 @@ def read_text_table(path: Path, *, sep: str = ",", encoding: str = "utf-8-sig") 
             na_values=[""],
             encoding=encoding,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name,
+                    message=f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+                    f"position {exc.start})",
+                    expected=f"the {sep!r}-separated text file as downloaded, saved as UTF-8",
+                )
+            ]
+        ) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise ContractError(
             [
                 Problem(

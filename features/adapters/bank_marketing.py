@@ -98,6 +98,11 @@ def convert(src: Path) -> Export:
     path = _source_file(Path(src))
     kind = FULL if "day" in _header(path) else ADDITIONAL
     raw = read_text_table(path, sep=";")
+    if raw.empty:
+        raise InputError(
+            f"{path.name}: no data rows (only a header); expected one client per line below it, "
+            f"as in the downloaded {ADDITIONAL} or {FULL}."
+        )
     economic = ECONOMIC_COLUMNS if kind == ADDITIONAL else ()
     client = CLIENT_COLUMNS + (("balance",) if kind == FULL else ())
     day_column = "day" if kind == FULL else "day_of_week"
@@ -289,8 +294,14 @@ def _source_file(src: Path) -> Path:
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(encoding="utf-8-sig") as fh:
-        first = fh.readline()
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            first = fh.readline()
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path.name}: not a bank-marketing file (not UTF-8 text); expected the "
+            f"';'-separated {ADDITIONAL} or {FULL} as downloaded."
+        ) from None
     columns = [c.strip().strip('"') for c in first.strip().split(";")]
     if "y" not in columns or "month" not in columns:
         raise InputError(

@@ -79,6 +79,7 @@ checked exactly as :func:`features.io.read_export` checks an export.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import logging
 import re
@@ -93,7 +94,7 @@ import yaml
 from features.adapters._common import finish
 from features.contract import FALSE_WORDS, TRUE_WORDS, ContractError, Problem, columns_of
 from features.errors import InputError
-from features.io import TABLE_NAMES, DatasetConfig, Export, parse_config
+from features.io import TABLE_NAMES, DatasetConfig, Export, parse_config, unreadable_yaml
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ COLUMN_KEYS = {
     "type",
 }
 EXTRA_TYPES = {"string", "number", "date", "datetime", "bool"}
+#: what a constant (``value``, ``default``, a ``map`` or ``cases`` value) may be
+SCALARS = (str, int, float, bool, type(None))
 NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
 
 
@@ -218,11 +221,27 @@ def convert(src: Path, mapping: Path) -> Export:
         raise ContractError(problems)
     if not frames:
         raise InputError(f"{src}: no table of the mapping {mapping.name} was found.")
+    if all(len(df) == 0 for df in frames.values()):
+        names = ", ".join(p.name for p in sources.values())
+        raise InputError(
+            f"{names}: no data rows to import (only a header, or a blank line right below it: "
+            "a blank row ends the data when stop_at_blank_row is on). Export the report with "
+            "its rows, one record per line below the header."
+        )
     export = finish(frames, config, sources)
     log.info(
         "imported %s with %s", ", ".join(f"{len(df)} {n}" for n, df in frames.items()), mapping.name
     )
     return export
+
+
+def source_files(src: Path, mapping: Path) -> list[Path]:
+    """The report files :func:`convert` would read from ``src`` with ``mapping``.
+
+    Raises the same errors as :func:`convert` for an unusable mapping or missing files.
+    """
+    tables, _ = load_mapping(Path(mapping))
+    return list(_resolve_files(Path(src), tables, Path(mapping)).values())
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,8 +266,8 @@ def load_mapping(path: Path) -> tuple[list[TableRule], DatasetConfig]:
         )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise MappingError(path, [("(file)", f"not valid YAML ({exc})")]) from None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        raise MappingError(path, [("(file)", unreadable_yaml(exc))]) from None
     problems: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise MappingError(path, [("(file)", "is not a YAML mapping with a 'tables' key")])
@@ -293,7 +312,8 @@ def load_mapping(path: Path) -> tuple[list[TableRule], DatasetConfig]:
                 )
             )
     if problems:
-        raise MappingError(path, problems)
+        # a bad default is found once per table that inherits it: name it once
+        raise MappingError(path, list(dict.fromkeys(problems)))
     return tables, config
 
 
@@ -319,6 +339,26 @@ def _table_rule(
     ):
         problems.append((f"{key}.file", "is not a file name pattern or a list of them"))
         patterns = []
+    for pattern in patterns:
+        if Path(pattern).is_absolute():
+            problems.append(
+                (
+                    f"{key}.file",
+                    f"{pattern!r} is an absolute path; give a file name pattern inside the "
+                    "source folder, such as opportunities*.csv",
+                )
+            )
+    for flag in ("optional", "stop_at_blank_row"):
+        value = spec.get(flag, opts.get(flag) if flag in READ_OPTIONS else None)
+        if value is not None and not isinstance(value, bool):
+            where = f"{key}.{flag}" if flag in spec else f"defaults.{flag}"
+            problems.append((where, f"{value!r} is not true or false (YAML booleans, not text)"))
+    encoding = str(opts.get("encoding", "utf-8-sig"))
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        where = f"{key}.encoding" if "encoding" in spec else "defaults.encoding"
+        problems.append((where, f"{encoding!r} is not a text encoding (e.g. utf-8-sig, cp1252)"))
     columns = spec.get("columns")
     if not isinstance(columns, dict) or not columns:
         problems.append(
@@ -345,9 +385,9 @@ def _table_rule(
     return TableRule(
         name=name,
         patterns=patterns,
-        optional=bool(spec.get("optional", False)),
+        optional=spec.get("optional", False) is True,
         delimiter=delimiter,
-        encoding=str(opts.get("encoding", "utf-8-sig")),
+        encoding=encoding,
         stop_at_blank_row=bool(opts.get("stop_at_blank_row", True)),
         columns=rules,
     )
@@ -408,6 +448,14 @@ def _column_rule(
             problems.append((f"{key}.from", "is not a column name"))
         else:
             rule.source = spec["from"].strip()
+    for k in ("value", "default"):
+        if k in spec and not isinstance(spec[k], SCALARS):
+            problems.append(
+                (
+                    f"{key}.{k}",
+                    f"{spec[k]!r} is not a single value (text, number, true/false or null)",
+                )
+            )
     if "value" in spec:
         rule.value = spec["value"]
     if "cases" in spec:
@@ -424,12 +472,21 @@ def _column_rule(
                     problems.append((ckey, "needs exactly the keys 'when' and 'value'"))
                     continue
                 when = _condition(case["when"], f"{ckey}.when", problems)
+                if not isinstance(case["value"], SCALARS):
+                    problems.append(
+                        (
+                            f"{ckey}.value",
+                            f"{case['value']!r} is not a single value (text, number, true/false or null)",
+                        )
+                    )
                 if when is not None:
                     rule.cases.append((when, case["value"]))
     if "map" in spec:
         if "from" not in spec:
             problems.append((f"{key}.map", "only applies to a column read 'from' the file"))
-        elif not isinstance(spec["map"], dict):
+        elif not isinstance(spec["map"], dict) or not all(
+            isinstance(v, SCALARS) for v in spec["map"].values()
+        ):
             problems.append((f"{key}.map", "is not a mapping of source value to value"))
         else:
             rule.map = {_fold(k): v for k, v in spec["map"].items()}
@@ -448,7 +505,7 @@ def _column_rule(
         if formats is not None:
             formats = [formats] if isinstance(formats, str) else formats
             if not isinstance(formats, list) or not all(
-                isinstance(f, str) and "%" in f for f in formats
+                isinstance(f, str) and "%" in f and _is_date_format(f) for f in formats
             ):
                 problems.append(
                     (
@@ -487,6 +544,15 @@ def _column_rule(
     return rule
 
 
+def _is_date_format(fmt: str) -> bool:
+    """Whether ``fmt`` is a format pandas can read dates with (no unknown ``%`` directive)."""
+    try:
+        pd.to_datetime(pd.Series(["2026-01-01"]), format=fmt, errors="coerce")
+    except ValueError:
+        return False
+    return True
+
+
 def _condition(spec: Any, key: str, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
     if not isinstance(spec, dict) or not spec:
         problems.append((key, "is not a mapping of source column to value, e.g. {Closed: true}"))
@@ -515,7 +581,15 @@ def _resolve_files(src: Path, tables: list[TableRule], mapping: Path) -> dict[st
         )
     files: dict[str, Path] = {}
     for table in tables:
-        found = sorted({p for pattern in table.patterns for p in src.glob(pattern) if p.is_file()})
+        try:
+            found = sorted(
+                {p for pattern in table.patterns for p in src.glob(pattern) if p.is_file()}
+            )
+        except (NotImplementedError, ValueError) as exc:
+            raise InputError(
+                f"{mapping.name}: tables.{table.name}.file {table.patterns} cannot be used to "
+                f"find files in {src} ({exc}); give file name patterns such as opportunities*.csv."
+            ) from None
         if not found:
             if table.optional:
                 log.info("no %s file in %s (optional table skipped)", table.name, src)

@@ -146,12 +146,29 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
             int(prospecting.sum()),
         )
     deals = pipeline.loc[~prospecting].reset_index(drop=True)
+    if deals.empty:
+        why = (
+            f"all {n_source} are Prospecting deals, which have no dates"
+            if n_source
+            else "only a header"
+        )
+        raise InputError(
+            f"{pipeline_file.name}: no deals to import ({why}); expected Engaging, Won or Lost "
+            "deals, one per line below the header."
+        )
 
     product = deals["product"].replace(PRODUCT_ALIASES)
-    price = _to_number(products.set_index("product")["sales_price"], products_file, "sales_price")
+    price = _to_number(
+        products.set_index("product")["sales_price"],
+        products_file,
+        "sales_price",
+        np.arange(len(products)) + 2,
+    )
     list_price = product.map(price)
     won = (deals["deal_stage"] == "Won").to_numpy(dtype=bool)
-    close_value = _to_number(deals["close_value"], pipeline_file, "close_value")
+    close_value = _to_number(
+        deals["close_value"], pipeline_file, "close_value", np.flatnonzero(~prospecting) + 2
+    )
     amount = pd.Series(np.where(won, close_value, list_price), index=deals.index, dtype="float64")
     unpriced = amount.isna().to_numpy(dtype=bool)
     if unpriced.any():
@@ -175,8 +192,14 @@ def convert_with_report(src: Path) -> tuple[Export, ConversionReport]:
             ]
         )
 
-    account_info = accounts.drop_duplicates("account").set_index("account")
-    employees = _to_number(account_info["employees"], accounts_file, "employees")
+    unique_accounts = accounts.drop_duplicates("account")
+    account_info = unique_accounts.set_index("account")
+    employees = _to_number(
+        account_info["employees"],
+        accounts_file,
+        "employees",
+        unique_accounts.index.to_numpy() + 2,
+    )
     region_of_agent = teams.drop_duplicates("sales_agent").set_index("sales_agent")[
         "regional_office"
     ]
@@ -260,7 +283,8 @@ def _check_stages(pipeline: pd.DataFrame, path: Path) -> None:
         )
 
 
-def _to_number(values: pd.Series, path: Path, column: str) -> pd.Series:
+def _to_number(values: pd.Series, path: Path, column: str, lines: np.ndarray) -> pd.Series:
+    """``values`` as numbers; ``lines`` are their line numbers in ``path``, for the message."""
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     bad = (values.notna() & parsed.isna()).to_numpy(dtype=bool)
     if bad.any():
@@ -270,6 +294,7 @@ def _to_number(values: pd.Series, path: Path, column: str) -> pd.Series:
                     file=path.name,
                     column=column,
                     message=f"{int(bad.sum())} value(s) are not numbers",
+                    lines=tuple(int(n) for n in lines[bad][:20]),
                     n_rows=int(bad.sum()),
                     expected="plain numbers",
                 )
