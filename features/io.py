@@ -237,6 +237,20 @@ def find_table_file(folder: Path, name: str) -> Path | None:
     return found[0] if found else None
 
 
+def not_utf8(path: Path, exc: UnicodeDecodeError, *, expected: str) -> ContractError:
+    """The refusal of a text file that is not UTF-8, naming the first bad byte."""
+    byte = exc.object[exc.start : exc.start + 1]
+    return ContractError(
+        [
+            Problem(
+                file=path.name,
+                message=f"is not UTF-8 text (byte {byte!r} at position {exc.start})",
+                expected=expected,
+            )
+        ]
+    )
+
+
 def read_raw(path: Path) -> pd.DataFrame:
     """A table file as text, untouched: every cell a string, empty cells missing."""
     if path.suffix.lower() in SPREADSHEET_SUFFIXES:
@@ -262,16 +276,7 @@ def read_raw(path: Path) -> pd.DataFrame:
             encoding="utf-8-sig",
         )
     except UnicodeDecodeError as exc:
-        raise ContractError(
-            [
-                Problem(
-                    file=path.name,
-                    message=f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
-                    f"position {exc.start})",
-                    expected="a CSV saved as UTF-8, or a Parquet file",
-                )
-            ]
-        ) from None
+        raise not_utf8(path, exc, expected="a CSV saved as UTF-8, or a Parquet file") from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise ContractError(
             [

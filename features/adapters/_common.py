@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.contract import ContractError, Problem
 from features.errors import InputError
-from features.io import DatasetConfig, Export, check_relations, coerce_table
+from features.io import DatasetConfig, Export, check_relations, coerce_table, not_utf8
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,8 @@ def read_text_table(path: Path, *, sep: str = ",", encoding: str = "utf-8-sig") 
             encoding=encoding,
         )
     except UnicodeDecodeError as exc:
-        raise ContractError(
-            [
-                Problem(
-                    file=path.name,
-                    message=f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
-                    f"position {exc.start})",
-                    expected=f"the {sep!r}-separated text file as downloaded, saved as UTF-8",
-                )
-            ]
+        raise not_utf8(
+            path, exc, expected=f"the {sep!r}-separated text file as downloaded, saved as UTF-8"
         ) from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise ContractError(
