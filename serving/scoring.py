@@ -247,11 +247,18 @@ def score_opportunities_cli(
     period: str | None = None,
 ) -> pd.DataFrame:
     """``pipecast score opportunities``: every deal open at ``as_of`` scored by the champion."""
-    model, info = load_champion(settings, CLOSE_MODEL_NAME)
+    requested = parse_date(as_of) if as_of else None
     export = read_export(data_dir, require=("opportunities",))
-    day = export.check_as_of(parse_date(as_of)) if as_of else export.exported_at
+    day = export.check_as_of(requested) if requested is not None else export.exported_at
     fy = export.config.fiscal_year_start_month
     chosen = parse_period(period, fy) if period else fiscal_quarter(day, fy)
+    if chosen.end < day:
+        raise InputError(
+            f"period {chosen.label} ({chosen.start.date()} to {chosen.end.date()}) ended before "
+            f"the as-of day {day.date()}: nothing open then can still be won in it. Give a "
+            "period that ends on or after it."
+        )
+    model, info = load_champion(settings, CLOSE_MODEL_NAME)
     features = opportunity_features.build(export, as_of=day)
     table = score_opportunities(
         model,

@@ -148,6 +148,14 @@ def test_scoring_after_the_export_date_is_refused(workspace: dict[str, Any]) -> 
     )
     assert result.exit_code == 2, result.output
     assert "after the export date" in result.output and not out.exists()
+    result = runner.invoke(
+        app,
+        ["score", "opportunities", "--data", str(workspace["data"]), "--period", "2020-Q1"]
+        + ["--out", str(out)],
+        env=_env(workspace),
+    )
+    assert result.exit_code == 2, result.output
+    assert "ended before the as-of day" in result.output and not out.exists()
 
 
 def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
