@@ -266,6 +266,9 @@ def read_raw(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
+            # pandas keeps a named index (e.g. lead_id) as the index, not a column
+            if any(name is not None for name in df.index.names):
+                df = df.reset_index()
             return df
         return pd.read_csv(
             path,

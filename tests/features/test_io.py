@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.io import Export, read_export, write_export
+from features.io import Export, read_export, read_leads_file, write_export
 
 OPPORTUNITIES = """\
 opportunity_id,account_id,created_at,stage,status,closed_at,amount,expected_close_date,region,competitor
@@ -135,3 +135,13 @@ def test_parquet_with_aware_timestamps(tmp_path: Path) -> None:
         pd.Timestamp("2026-01-02 06:00"),
     ]
     assert leads["employees"].dtype == "float64"
+
+
+def test_a_parquet_table_with_its_id_as_the_index_is_read(tmp_path: Path) -> None:
+    """pandas writes a named index into Parquet and reads it back as the index."""
+    frame = pd.DataFrame(
+        {"lead_id": ["L1", "L2"], "created_at": ["2026-01-05", "2026-01-06"]}
+    ).set_index("lead_id")
+    frame.to_parquet(tmp_path / "list.parquet")
+    leads = read_leads_file(tmp_path / "list.parquet")
+    assert list(leads["lead_id"]) == ["L1", "L2"]
