@@ -138,24 +138,24 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
     ).all()
 
 
-def test_scoring_after_the_export_date_is_refused(workspace: dict[str, Any]) -> None:
-    out = workspace["root"] / "future.csv"
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--as-of", "2099-01-01"], "after the export date"),
+        (["--period", "2020-Q1"], "ended before the as-of day"),
+    ],
+)
+def test_scoring_outside_the_export_is_refused(
+    workspace: dict[str, Any], option: list[str], says: str
+) -> None:
+    out = workspace["root"] / "refused.csv"
     result = runner.invoke(
         app,
-        ["score", "opportunities", "--data", str(workspace["data"]), "--as-of", "2099-01-01"]
-        + ["--out", str(out)],
+        ["score", "opportunities", "--data", str(workspace["data"]), *option, "--out", str(out)],
         env=_env(workspace),
     )
     assert result.exit_code == 2, result.output
-    assert "after the export date" in result.output and not out.exists()
-    result = runner.invoke(
-        app,
-        ["score", "opportunities", "--data", str(workspace["data"]), "--period", "2020-Q1"]
-        + ["--out", str(out)],
-        env=_env(workspace),
-    )
-    assert result.exit_code == 2, result.output
-    assert "ended before the as-of day" in result.output and not out.exists()
+    assert says in result.output and not out.exists()
 
 
 def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
