@@ -125,7 +125,7 @@ def assign_opportunity_slices(
         & known
         & ~_deals_of(snapshots, train)
     )
-    test = test_window(snapshots, closed_at, split) & known
+    test = holdout_window(snapshots, closed_at, split) & known
     out = pd.Series(pd.NA, index=snapshots.index, dtype="string")
     out[train] = TRAIN
     out[cal] = CALIBRATION
@@ -151,7 +151,7 @@ def _deals_of(snapshots: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return snapshots["opportunity_id"].isin(ids).to_numpy()
 
 
-def test_window(snapshots: pd.DataFrame, closed_at: pd.Series, split: TimeSplit) -> np.ndarray:
+def holdout_window(snapshots: pd.DataFrame, closed_at: pd.Series, split: TimeSplit) -> np.ndarray:
     """Snapshots dated in (``calibration_end``, ``test_end``] of deals not trained on, whatever
     their outcome.
 

@@ -411,11 +411,11 @@ def _train_close(
 
     # Test rows: the test slice (outcome known at the label date) for p_win; for the in-period
     # targets, every snapshot of the test window whose "won by the period end" is known, open
-    # deals included once their period has ended (see splits.test_window)
+    # deals included once their period has ended (see splits.holdout_window)
     q_label = lab["won_by_quarter_end"].to_numpy(dtype="float64")
     nq_label = lab["won_by_next_quarter_end"].to_numpy(dtype="float64")
     window = (
-        splits.test_window(snaps, lab["closed_at"], split)
+        splits.holdout_window(snaps, lab["closed_at"], split)
         if split is not None
         else np.zeros(len(table), dtype=bool)
     )

@@ -51,7 +51,7 @@ def test_test_window_keeps_open_deals_for_targets_known_without_a_close() -> Non
     )
     s = splits.assign_opportunity_slices(snaps, closed, split)
     test = (s == "test").fillna(False).to_numpy()
-    window = splits.test_window(snaps, closed, split)
+    window = splits.holdout_window(snaps, closed, split)
     assert (window >= test).all()
     extra = window & ~test
     # the window adds the snapshots of deals still open at the label date, nothing else
