@@ -13,8 +13,10 @@ Mapping format
       date_format: "%m/%d/%Y"        # strptime format, or a list tried in order (default ISO 8601)
       decimal: "."                   # decimal separator of numbers ("," for 1.234,50 €)
       thousands: ","                 # thousands separator (default: "," or "." opposite decimal)
-      delimiter: ","                 # field separator of the files
-      encoding: utf-8-sig
+      separator: ";"                 # field separator (default: sniffed among , ; tab |)
+      encoding: cp1252               # default: UTF-8 with or without BOM, UTF-16 with BOM
+      currency: USD                  # reporting currency of number columns (default: none)
+      rates: {EUR: 1.09}             # units of the reporting currency per 1 unit of another
       stop_at_blank_row: true        # a fully blank row ends the data (report footers follow it)
     tables:
       opportunities:                 # a contract table (opportunities, stage_history, …)
@@ -32,6 +34,7 @@ Mapping format
           source: {from: Lead Source, map: {Web: inbound, Partner Referral: partner}}
           region: {value: EMEA}                    # a constant
           crm_probability: {from: "Probability (%)", type: number, scale: 0.01}
+          amount: {from: Amount, currency_column: Opportunity Currency}   # per-row currency
     dataset:                         # copied into dataset.yaml (stages, fiscal_year_start_month, …)
       stages:
         - {name: Prospecting, probability: 0.1}
@@ -53,16 +56,40 @@ Column options (a plain string ``X`` is short for ``{from: X}``):
 ``split``
     Keep only the first part of a cell split on this separator (e.g. ``";"`` for a list of
     associated company ids).
-``format``, ``decimal``, ``thousands``, ``scale``
-    Date format(s) of a date column; number separators and a factor of a number column.
-    Numbers may carry currency symbols or codes and spaces (``$1,234.50``, ``1.234,50 €``,
-    ``USD 900``); parentheses mean negative.
+``format``
+    Date format(s) of one date column (``%d/%m/%Y``, ``%m/%d/%Y %I:%M %p``, …), instead of
+    the table's ``date_format``. A value that matches none is refused with the file, column,
+    lines and the declared format (and the common format the values do match, if any).
+``decimal``, ``thousands``, ``scale``
+    Number separators and a factor of a number column. Digits before the decimal separator
+    may be grouped in threes by ``thousands`` or by a space (ordinary, non-breaking or narrow
+    non-breaking, as French exports write ``1 234,56``); ``'`` too when declared as
+    ``thousands``. A value that does not fit (``1.234,56`` with decimal ``.``, ``1,23``,
+    ``Q3 2026``) is refused, never guessed at. A sign, parentheses (accounting negatives:
+    ``(1,234.00)``), a trailing ``%`` (``90%`` is 90) and a currency code or symbol before
+    or after the number (``$1,234.50``, ``1.234,50 €``, ``EUR 1,234.56``) are allowed.
+``currency``, ``rates``, ``currency_column``
+    The currency of amounts. A value's currency is the code or symbol written in it (``$``
+    is USD unless the row's or declared currency is another dollar; ``kr`` needs one of
+    them), else its row's ``currency_column`` (ISO codes; the two must agree). Without
+    ``currency``, a column holding several currencies is refused naming them. With
+    ``currency`` (the reporting currency; may be set in ``defaults`` or the table), values
+    in another currency are converted at ``rates`` (``{EUR: 1.09}``: 1 EUR = 1.09 of the
+    reporting currency, rounded to the cent) and refused naming the currency where it has
+    no rate. ``currency_column`` is per column.
 ``type``
     For columns that are not contract columns (kept as extra columns): ``string`` (default),
     ``number``, ``date``, ``datetime`` or ``bool``. Contract columns have the contract's type.
 
 Files
 -----
+Report files are read as Salesforce, HubSpot and Excel write them: UTF-8 with or without a
+byte-order mark (or UTF-16 with one; another encoding such as ``cp1252`` or ``latin-1`` when
+declared), CRLF or LF line ends, an Excel ``sep=;`` first line, cells quoted with doubled
+inner quotes and holding newlines. Line numbers in messages are the file's physical lines
+(the line where a record starts). A workbook saved under a ``.csv`` name, a quoted cell that
+never ends and a record with more cells than the header are refused with the line.
+
 Given a folder, each table's file is found by its ``file`` pattern(s): no match (unless the
 table is ``optional``) or several matches is an input error. Given a single file, only one
 table is converted: the one whose pattern matches the file name, else the first table listed.
@@ -80,9 +107,9 @@ checked exactly as :func:`features.io.read_export` checks an export.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import fnmatch
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +118,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from features.adapters._common import finish
+from features.adapters._common import (
+    CURRENCIES,
+    currency_code,
+    finish,
+    parse_amounts,
+    read_report,
+)
 from features.contract import FALSE_WORDS, TRUE_WORDS, ContractError, Problem, columns_of
 from features.errors import InputError
 from features.io import TABLE_NAMES, DatasetConfig, Export, parse_config, unreadable_yaml
@@ -99,7 +132,19 @@ from features.io import TABLE_NAMES, DatasetConfig, Export, parse_config, unread
 log = logging.getLogger(__name__)
 
 TOP_KEYS = {"description", "defaults", "tables", "dataset"}
-READ_OPTIONS = {"date_format", "decimal", "thousands", "delimiter", "encoding", "stop_at_blank_row"}
+READ_OPTIONS = {
+    "date_format",
+    "decimal",
+    "thousands",
+    "separator",
+    "delimiter",  # the older name of separator
+    "encoding",
+    "stop_at_blank_row",
+    "currency",
+    "rates",
+}
+#: separators a mapping may name in words (a YAML "\t" is a tab too)
+SEPARATOR_WORDS = {"tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 TABLE_KEYS = READ_OPTIONS | {"file", "optional", "columns"}
 COLUMN_KEYS = {
     "from",
@@ -113,12 +158,14 @@ COLUMN_KEYS = {
     "decimal",
     "thousands",
     "scale",
+    "currency",
+    "currency_column",
+    "rates",
     "type",
 }
 EXTRA_TYPES = {"string", "number", "date", "datetime", "bool"}
 #: what a constant (``value``, ``default``, a ``map`` or ``cases`` value) may be
 SCALARS = (str, int, float, bool, type(None))
-NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)$")
 
 
 class MappingError(InputError):
@@ -154,10 +201,15 @@ class ColumnRule:
     decimal: str = "."
     thousands: str = ","
     scale: float | None = None
+    currency: str | None = None  # the reporting currency amounts are converted to
+    currency_column: str | None = None  # the source column giving each row's currency
+    rates: dict[str, float] = field(default_factory=dict)  # reporting units per unit
 
     def source_columns(self) -> list[str]:
         """Every source column the rule reads (with the mapping key that names it)."""
         cols = [self.source] if self.source is not None else []
+        if self.currency_column is not None:
+            cols.append(self.currency_column)
         for when, _ in self.cases:
             cols.extend(when)
         cols.extend(self.keep_when or {})
@@ -171,8 +223,8 @@ class TableRule:
     name: str
     patterns: list[str]
     optional: bool
-    delimiter: str
-    encoding: str
+    separator: str | None  # None: sniffed from the file
+    encoding: str | None  # None: UTF-8 or UTF-16 by byte-order mark
     stop_at_blank_row: bool
     columns: list[ColumnRule]
 
@@ -208,15 +260,17 @@ def convert(src: Path, mapping: Path) -> Export:
     files = _resolve_files(Path(src), tables, mapping)
     frames: dict[str, pd.DataFrame] = {}
     sources: dict[str, Path] = {}
+    record_lines: dict[str, np.ndarray] = {}
     problems: list[Problem] = []
     for table in tables:
         path = files.get(table.name)
         if path is None:
             continue
-        df, found = _build_table(table, path, mapping)
+        df, lines, found = _build_table(table, path, mapping)
         problems.extend(found)
         frames[table.name] = df
         sources[table.name] = path
+        record_lines[path.name] = lines
     if problems:
         raise ContractError(problems)
     if not frames:
@@ -228,11 +282,24 @@ def convert(src: Path, mapping: Path) -> Export:
             "a blank row ends the data when stop_at_blank_row is on). Export the report with "
             "its rows, one record per line below the header."
         )
-    export = finish(frames, config, sources)
+    try:
+        export = finish(frames, config, sources)
+    except ContractError as exc:
+        # the contract checks count one line per record: point at the file's physical lines
+        raise ContractError([_physical(p, record_lines) for p in exc.problems]) from None
     log.info(
         "imported %s with %s", ", ".join(f"{len(df)} {n}" for n, df in frames.items()), mapping.name
     )
     return export
+
+
+def _physical(problem: Problem, record_lines: dict[str, np.ndarray]) -> Problem:
+    """``problem`` with its record lines (header + 1 + row) made the file's physical lines."""
+    lines = record_lines.get(problem.file)
+    if lines is None or not problem.lines:
+        return problem
+    physical = tuple(int(lines[n - 2]) if 0 <= n - 2 < len(lines) else n for n in problem.lines)
+    return dataclasses.replace(problem, lines=physical)
 
 
 def source_files(src: Path, mapping: Path) -> list[Path]:
@@ -353,12 +420,17 @@ def _table_rule(
         if value is not None and not isinstance(value, bool):
             where = f"{key}.{flag}" if flag in spec else f"defaults.{flag}"
             problems.append((where, f"{value!r} is not true or false (YAML booleans, not text)"))
-    encoding = str(opts.get("encoding", "utf-8-sig"))
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        where = f"{key}.encoding" if "encoding" in spec else "defaults.encoding"
-        problems.append((where, f"{encoding!r} is not a text encoding (e.g. utf-8-sig, cp1252)"))
+    encoding = opts.get("encoding")
+    if encoding is not None:
+        try:
+            codecs.lookup(str(encoding))
+            encoding = str(encoding)
+        except LookupError:
+            where = f"{key}.encoding" if "encoding" in spec else "defaults.encoding"
+            problems.append(
+                (where, f"{encoding!r} is not a text encoding (e.g. utf-8, cp1252, latin-1)")
+            )
+            encoding = None
     columns = spec.get("columns")
     if not isinstance(columns, dict) or not columns:
         problems.append(
@@ -376,21 +448,46 @@ def _table_rule(
         rule = _column_rule(
             str(out_name), col_spec, contract, opts, f"{key}.columns.{out_name}", problems
         )
+        if rule is not None and rule.kind == "number":
+            given = col_spec if isinstance(col_spec, dict) else {}  # a plain string inherits
+            _currency_options(rule, given, opts, set(spec) & READ_OPTIONS, key, problems)
         if rule is not None:
             rules.append(rule)
-    delimiter = opts.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        problems.append((f"{key}.delimiter", f"{delimiter!r} is not a single character"))
-        delimiter = ","
     return TableRule(
         name=name,
         patterns=patterns,
         optional=spec.get("optional", False) is True,
-        delimiter=delimiter,
+        separator=_separator(spec, defaults, key, problems),
         encoding=encoding,
         stop_at_blank_row=bool(opts.get("stop_at_blank_row", True)),
         columns=rules,
     )
+
+
+def _separator(
+    spec: dict[str, Any], defaults: dict[str, Any], key: str, problems: list[tuple[str, str]]
+) -> str | None:
+    """The declared field separator of a table (``None``: sniff it from the file)."""
+    for where, options in ((key, spec), ("defaults", defaults)):
+        given = [k for k in ("separator", "delimiter") if k in options]
+        if len(given) > 1:
+            problems.append(
+                (f"{where}.delimiter", "is the older name of separator: give only separator")
+            )
+        if given:
+            value = options[given[0]]
+            value = SEPARATOR_WORDS.get(value, value) if isinstance(value, str) else value
+            if not isinstance(value, str) or len(value) != 1 or value in '"\r\n' or value.isalnum():
+                problems.append(
+                    (
+                        f"{where}.{given[0]}",
+                        f"{options[given[0]]!r} is not a separator: one character such as "
+                        "',', ';', '|' or tab",
+                    )
+                )
+                return None
+            return value
+    return None
 
 
 def _column_rule(
@@ -536,12 +633,83 @@ def _column_rule(
             else:
                 rule.scale = float(spec["scale"])
     else:
-        for k in ("decimal", "thousands", "scale"):
+        for k in ("decimal", "thousands", "scale", "currency", "currency_column", "rates"):
             if k in spec:
                 problems.append(
                     (f"{key}.{k}", f"only applies to numbers; {name!r} is a {kind} column")
                 )
     return rule
+
+
+def _currency_options(
+    rule: ColumnRule,
+    spec: dict[str, Any],
+    opts: dict[str, Any],
+    table_keys: set[str],
+    table_key: str,
+    problems: list[tuple[str, str]],
+) -> None:
+    """Read ``currency``, ``rates`` (column, table or defaults) and ``currency_column``."""
+    key = rule.key
+
+    def where(k: str) -> str:
+        """The mapping key an inherited option was given under."""
+        if k in spec:
+            return f"{key}.{k}"
+        return f"{table_key}.{k}" if k in table_keys else f"defaults.{k}"
+
+    currency = spec.get("currency", opts.get("currency"))
+    if currency is not None:
+        if not isinstance(currency, str) or currency.strip().upper() not in CURRENCIES:
+            problems.append(
+                (where("currency"), f"{currency!r} is not an ISO 4217 currency code (USD, EUR, …)")
+            )
+        else:
+            rule.currency = currency.strip().upper()
+    rates = spec.get("rates", opts.get("rates"))
+    if rates is not None:
+        if not isinstance(rates, dict) or not rates:
+            problems.append(
+                (where("rates"), "is not a mapping of currency code to rate, e.g. {EUR: 1.08}")
+            )
+        else:
+            for code, rate in rates.items():
+                folded = str(code).strip().upper()
+                if folded not in CURRENCIES:
+                    problems.append(
+                        (f"{where('rates')}.{code}", "is not an ISO 4217 currency code")
+                    )
+                elif isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+                    problems.append(
+                        (
+                            f"{where('rates')}.{code}",
+                            f"{rate!r} is not a positive number (units of the reporting "
+                            f"currency per 1 {folded})",
+                        )
+                    )
+                else:
+                    rule.rates[folded] = float(rate)
+        if currency is None:
+            problems.append(
+                (
+                    where("rates"),
+                    "converts to a reporting currency: say which one with currency: (e.g. USD)",
+                )
+            )
+        elif rule.currency in rule.rates and rule.rates[rule.currency] != 1.0:
+            problems.append(
+                (f"{where('rates')}.{rule.currency}", "the reporting currency's rate can only be 1")
+            )
+    if "currency_column" in spec:
+        column = spec["currency_column"]
+        if not isinstance(column, str) or not column.strip():
+            problems.append((f"{key}.currency_column", "is not a column name"))
+        elif rule.source is None:
+            problems.append(
+                (f"{key}.currency_column", "only applies to a column read 'from' the file")
+            )
+        else:
+            rule.currency_column = column.strip()
 
 
 def _is_date_format(fmt: str) -> bool:
@@ -608,44 +776,39 @@ def _resolve_files(src: Path, tables: list[TableRule], mapping: Path) -> dict[st
     return files
 
 
-def _read(table: TableRule, path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(
-            path,
-            sep=table.delimiter,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            skip_blank_lines=False,
-            encoding=table.encoding,
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise ContractError(
-            [
-                Problem(
-                    file=path.name,
-                    message=f"cannot be read as a table ({exc})",
-                    expected=(
-                        f"a {table.delimiter!r}-separated file with a header row in "
-                        f"{table.encoding}"
-                    ),
-                )
-            ]
-        ) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    for c in df.columns:
-        df[c] = df[c].str.strip().replace("", pd.NA)
+def _read(table: TableRule, path: Path) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """The report's rows as text, the physical line of each, and the separator used."""
+    expect = [c for rule in table.columns for c in rule.source_columns()]
+    report = read_report(path, separator=table.separator, encoding=table.encoding, expect=expect)
+    df, lines = report.frame, report.lines
     blank = df.isna().all(axis=1).to_numpy(dtype=bool)
     if table.stop_at_blank_row and blank.any():
         first = int(np.flatnonzero(blank)[0])
         log.info(
             "%s: data ends at the blank line %d; %d line(s) after it ignored",
             path.name,
-            first + 2,
+            int(lines[first]),
             len(df) - first - 1,
         )
-        df = df.iloc[:first]
-    return df
+        df, lines = df.iloc[:first], lines[:first]
+    elif blank.any():
+        # a blank row is never a record
+        df, lines = df[~blank], lines[~blank]
+    dupes = sorted(set(expect) & report.duplicates)
+    if dupes:
+        raise ContractError(
+            [
+                Problem(
+                    file=path.name,
+                    column=c,
+                    message="the mapping reads this column but the header names it twice",
+                    lines=(int(report.lines[0]) - 1 if len(report.lines) else 1,),
+                    expected="each column the mapping reads named once in the header",
+                )
+                for c in dupes
+            ]
+        )
+    return df.reset_index(drop=True), lines, report.separator
 
 
 # ----------------------------------------------------------------------------------------
@@ -653,8 +816,10 @@ def _read(table: TableRule, path: Path) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------
 
 
-def _build_table(table: TableRule, path: Path, mapping: Path) -> tuple[pd.DataFrame, list[Problem]]:
-    raw = _read(table, path)
+def _build_table(
+    table: TableRule, path: Path, mapping: Path
+) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
+    raw, lines, separator = _read(table, path)
     problems: list[Problem] = []
     found = ", ".join(map(str, raw.columns[:15]))
     for rule in table.columns:
@@ -667,33 +832,199 @@ def _build_table(table: TableRule, path: Path, mapping: Path) -> tuple[pd.DataFr
                         message=(
                             f"the column named by {rule.key} in {mapping.name} is not in the file"
                         ),
-                        expected=f"a header with {col} (found: {found})",
+                        expected=(
+                            f"a header with {col} (found, reading the file as "
+                            f"{_separator_name(separator)}-separated: {found})"
+                        ),
                     )
                 )
     if problems:
-        return raw, problems
+        return raw, lines, problems
     out = pd.DataFrame(index=raw.index)
     for rule in table.columns:
         values = _raw_values(rule, raw)
-        typed, bad, expected = _typed(rule, values)
-        if bad.any():
-            problems.append(
-                Problem(
-                    file=path.name,
-                    column=rule.source or rule.name,
-                    message=(
-                        f"{int(bad.sum())} value(s) cannot be read for {rule.key} in "
-                        f"{mapping.name} (e.g. {str(values[bad].iloc[0])!r})"
-                    ),
-                    lines=tuple(int(i) + 2 for i in np.flatnonzero(bad)[:20]),
-                    n_rows=int(bad.sum()),
-                    expected=expected,
+        if rule.kind == "number":
+            typed, found_problems = _amounts(rule, values, raw, path, mapping, lines)
+            problems.extend(found_problems)
+        else:
+            typed, bad, expected = _typed(rule, values)
+            if bad.any():
+                problems.append(
+                    Problem(
+                        file=path.name,
+                        column=rule.source or rule.name,
+                        message=(
+                            f"{int(bad.sum())} value(s) cannot be read for {rule.key} in "
+                            f"{mapping.name} (e.g. {_examples(values[bad])})"
+                        ),
+                        lines=tuple(int(lines[i]) for i in np.flatnonzero(bad)[:20]),
+                        n_rows=int(bad.sum()),
+                        expected=expected + _date_hint(rule, values[bad]),
+                    )
                 )
-            )
         if rule.keep_when is not None:
             typed = typed.where(_holds(rule.keep_when, raw))
         out[rule.name] = typed
-    return out.reset_index(drop=True), problems
+    return out.reset_index(drop=True), lines, problems
+
+
+def _separator_name(sep: str) -> str:
+    return {"\t": "tab", " ": "space"}.get(sep, repr(sep))
+
+
+def _examples(values: pd.Series, n: int = 3) -> str:
+    """The first few distinct offending values, quoted as in the file."""
+    return ", ".join(repr(str(v)) for v in pd.unique(values.dropna())[:n])
+
+
+#: formats a refused date is tried with, to say what the dates look like
+COMMON_DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%m/%d/%Y",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %H:%M",
+    "%d/%m/%Y",
+    "%d/%m/%Y %H:%M",
+    "%d.%m.%Y",
+    "%d.%m.%Y %H:%M",
+    "%d-%m-%Y",
+    "%Y/%m/%d",
+)
+
+
+def _date_hint(rule: ColumnRule, bad: pd.Series) -> str:
+    """A hint when the refused dates all read with another common format."""
+    if rule.kind not in ("date", "datetime") or bad.empty:
+        return ""
+    sample = bad.dropna().head(50)
+    for fmt in COMMON_DATE_FORMATS:
+        if fmt in (rule.formats or []):
+            continue
+        if pd.to_datetime(sample, errors="coerce", format=fmt).notna().all():
+            return (
+                f" (these values read as {fmt!r}: if that is what they are, declare it as the "
+                "column's format: or the table's date_format:)"
+            )
+    return ""
+
+
+def _amounts(
+    rule: ColumnRule,
+    values: pd.Series,
+    raw: pd.DataFrame,
+    path: Path,
+    mapping: Path,
+    lines: np.ndarray,
+) -> tuple[pd.Series, list[Problem]]:
+    """A number column: amounts parsed, their currencies checked and converted.
+
+    Each value's currency is the one written in the cell, else its row's ``currency_column``.
+    With a reporting ``currency``, values in another currency are converted with ``rates``
+    and refused where there is no rate; without one, a column holding several currencies is
+    refused naming them.
+    """
+    problems: list[Problem] = []
+    column = rule.source or rule.name
+
+    def problem(mask: np.ndarray, message: str, expected: str, where: str = column) -> None:
+        problems.append(
+            Problem(
+                file=path.name,
+                column=where,
+                message=message,
+                lines=tuple(int(lines[i]) for i in np.flatnonzero(mask)[:20]),
+                n_rows=int(mask.sum()),
+                expected=expected,
+            )
+        )
+
+    row_currency = pd.Series(pd.NA, index=values.index, dtype="string")
+    if rule.currency_column is not None:
+        declared = raw[rule.currency_column].astype("string")
+        codes = declared.map(lambda t: currency_code(t, rule.currency), na_action="ignore")
+        unknown = (declared.notna() & codes.isna()).to_numpy(dtype=bool)
+        if unknown.any():
+            problem(
+                unknown,
+                f"{int(unknown.sum())} row(s) name a currency that is not an ISO 4217 code "
+                f"({_examples(declared[unknown])}), read for {rule.key}.currency_column in "
+                f"{mapping.name}",
+                "codes such as USD, EUR, GBP",
+                where=rule.currency_column,
+            )
+        row_currency = codes.astype("string")
+    context = row_currency.fillna(rule.currency) if rule.currency else row_currency
+    parsed = parse_amounts(values, decimal=rule.decimal, thousands=rule.thousands, context=context)
+    amount = parsed["value"]
+    bad = parsed["error"].notna().to_numpy(dtype=bool)
+    if bad.any():
+        reasons = pd.unique(parsed["error"][bad])
+        example = "1" + rule.thousands + "234" + rule.decimal + "56" if rule.thousands else "1234"
+        problem(
+            bad,
+            f"{int(bad.sum())} value(s) cannot be read for {rule.key} in {mapping.name} "
+            f"(e.g. {_examples(values[bad])}: {'; '.join(map(str, reasons[:3]))})",
+            f"amounts such as {example} (decimal {rule.decimal!r}"
+            + (f", thousands {rule.thousands!r} or a space" if rule.thousands else "")
+            + "), optionally with a currency code or symbol",
+        )
+    written = parsed["currency"]
+    clash = (written.notna() & row_currency.notna() & (written != row_currency)).to_numpy(
+        dtype=bool
+    )
+    if clash.any():
+        problem(
+            clash,
+            f"{int(clash.sum())} amount(s) are written in one currency while "
+            f"{rule.currency_column!r} gives another (e.g. {_examples(values[clash])})",
+            f"the amount's currency to agree with {rule.currency_column}",
+        )
+    currency = written.fillna(row_currency)
+    ok = amount.notna().to_numpy(dtype=bool) & ~clash
+    found = currency[ok].dropna()
+    counts = found.value_counts()
+    if rule.currency is None:
+        if len(counts) > 1:
+            minority = (currency != counts.index[0]).fillna(False).to_numpy(dtype=bool) & ok
+            listing = ", ".join(
+                f"{code} ({n} row{'s' if n > 1 else ''})" for code, n in counts.items()
+            )
+            problem(
+                minority,
+                f"holds amounts in several currencies: {listing}; {rule.key} in {mapping.name} "
+                "declares no reporting currency to convert them to (lines shown: those not "
+                f"in {counts.index[0]})",
+                "one currency per column, or `currency:` (the reporting currency) with "
+                "`rates:` to convert the others, and `currency_column:` where the report "
+                "gives each row's currency in a column",
+            )
+        return amount * rule.scale if rule.scale is not None else amount, problems
+    foreign = currency.notna() & (currency != rule.currency)
+    rate = currency.map(lambda c: rule.rates.get(c, np.nan), na_action="ignore").astype("float64")
+    no_rate = (foreign & rate.isna()).fillna(False).to_numpy(dtype=bool) & ok
+    if no_rate.any():
+        missing = sorted(set(currency[no_rate].dropna()))
+        given = ", ".join(sorted(rule.rates)) or "none"
+        problem(
+            no_rate,
+            f"{int(no_rate.sum())} amount(s) are in {', '.join(missing)}, which "
+            f"{rule.key} in {mapping.name} has no rate for (reporting currency "
+            f"{rule.currency}; rates given: {given})",
+            f"a rate for {', '.join(missing)} under rates: (units of {rule.currency} per 1 "
+            f"{missing[0]}), or the amounts in {rule.currency}",
+        )
+    # converted amounts are rounded to the cent, as a CRM's own converted amounts are
+    converted = amount.where(~foreign.fillna(False), (amount * rate).round(2))
+    if foreign.any():
+        log.info(
+            "%s: %s converted to %s (%s)",
+            column,
+            ", ".join(f"{n} in {c}" for c, n in counts.items() if c != rule.currency),
+            rule.currency,
+            ", ".join(f"1 {c} = {r} {rule.currency}" for c, r in sorted(rule.rates.items())),
+        )
+    return converted * rule.scale if rule.scale is not None else converted, problems
 
 
 def _raw_values(rule: ColumnRule, raw: pd.DataFrame) -> pd.Series:
@@ -734,7 +1065,10 @@ def _raw_values(rule: ColumnRule, raw: pd.DataFrame) -> pd.Series:
 
 
 def _typed(rule: ColumnRule, values: pd.Series) -> tuple[pd.Series, np.ndarray, str]:
-    """Values parsed to the column's kind, the rows that failed, and what was expected."""
+    """Date, bool and text values typed, the rows that failed, and what was expected.
+
+    Number columns are read by :func:`_amounts` (currencies).
+    """
     present = values.notna().to_numpy(dtype=bool)
     if rule.kind in ("date", "datetime"):
         if rule.formats is None:
@@ -754,15 +1088,6 @@ def _typed(rule: ColumnRule, values: pd.Series) -> tuple[pd.Series, np.ndarray, 
         if rule.kind == "date":  # a contract date is a day: a report's time of day is noise there
             parsed = parsed.dt.normalize()
         return parsed, present & parsed.isna().to_numpy(dtype=bool), expected
-    if rule.kind == "number":
-        parsed = parse_numbers(values, decimal=rule.decimal, thousands=rule.thousands)
-        if rule.scale is not None:
-            parsed = parsed * rule.scale
-        return (
-            parsed,
-            present & parsed.isna().to_numpy(dtype=bool),
-            f"amounts such as 1{rule.thousands}234{rule.decimal}50 (decimal {rule.decimal!r})",
-        )
     if rule.kind == "bool":
         folded = values.str.lower()
         is_true = folded.isin(TRUE_WORDS).fillna(False).to_numpy(dtype=bool)
@@ -777,20 +1102,11 @@ def _typed(rule: ColumnRule, values: pd.Series) -> tuple[pd.Series, np.ndarray, 
 def parse_numbers(values: pd.Series, *, decimal: str = ".", thousands: str = ",") -> pd.Series:
     """Numbers from report text: ``$1,234.50``, ``1.234,50 €``, ``USD 900``, ``(12.00)``.
 
-    Currency symbols, codes and spaces are dropped; ``thousands`` is removed and ``decimal``
-    read as the decimal point; parentheses make a number negative. Text that is still not a
-    number afterwards becomes missing (the caller reports it).
+    The currency written beside a number is dropped (a mapping's ``currency`` options check
+    and convert it); parentheses make a number negative. Text that is not a number with
+    these separators (see :func:`features.adapters._common.parse_amount`) becomes missing.
     """
-    text = values.astype("string").str.strip()
-    negative = text.str.startswith("(") & text.str.endswith(")")
-    if thousands:
-        text = text.str.replace(thousands, "", regex=False)
-    if decimal != ".":
-        text = text.str.replace(decimal, ".", regex=False)
-    text = text.str.replace(r"[^0-9.\-]", "", regex=True)
-    ok = text.str.fullmatch(NUMBER.pattern).fillna(False)
-    parsed = pd.to_numeric(text.where(ok), errors="coerce").astype("float64")
-    return parsed.where(~negative.fillna(False).to_numpy(dtype=bool), -parsed)
+    return parse_amounts(values, decimal=decimal, thousands=thousands)["value"]
 
 
 def _holds(condition: dict[str, Any], raw: pd.DataFrame) -> pd.Series:

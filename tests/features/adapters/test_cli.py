@@ -60,7 +60,7 @@ def test_bad_mapping_exits_2_and_writes_nothing(
     tmp_path: Path, salesforce_dir: Path, salesforce_mapping: Path
 ) -> None:
     data = yaml.safe_load(salesforce_mapping.read_text(encoding="utf-8"))
-    data["tables"]["opportunities"]["columns"]["amount"] = {"from": "Amount", "currency": "USD"}
+    data["tables"]["opportunities"]["columns"]["amount"] = {"from": "Amount", "currancy": "USD"}
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(yaml.safe_dump(data), encoding="utf-8")
     out = tmp_path / "export"
@@ -68,7 +68,7 @@ def test_bad_mapping_exits_2_and_writes_nothing(
         app, ["import", "csv", str(salesforce_dir), "--mapping", str(mapping), "--out", str(out)]
     )
     assert result.exit_code == 2
-    assert "tables.opportunities.columns.amount.currency: unknown key" in result.output
+    assert "tables.opportunities.columns.amount.currancy: unknown key" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
 
