@@ -1,14 +1,18 @@
-"""The CRM export contract: tables, columns, types and the checks that refuse a broken export.
+"""The CRM export contract: tables, columns, types, and how a problem with a file is told.
 
-Every problem found is collected (not just the first) so that a RevOps analyst can fix the
-export in one pass. Line numbers are the file's own: the header is line 1, the first data row
-line 2; for Parquet files they are 1-based row numbers.
+The checks themselves live in :mod:`features.checks` (across rows and files) and
+:mod:`features.io` (cell by cell, while reading). Every problem found is collected (not just the
+first) so that a RevOps analyst can fix the export in one pass. Line numbers are the file's own:
+the header is line 1, the first data row line 2; for Parquet files they are 1-based row numbers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from features.errors import InputError
 
@@ -101,6 +105,8 @@ FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
 #: how many offending line numbers a message lists before "and N more"
 MAX_LINES_SHOWN = 5
+#: how many line numbers a :class:`Problem` keeps (the API returns them)
+MAX_LINES_KEPT = 20
 
 
 def columns_of(table: str) -> dict[str, Column]:
@@ -132,20 +138,56 @@ class Problem:
         return text + "."
 
 
+def line_numbers(path: Path, mask: np.ndarray) -> np.ndarray:
+    """The file's own line numbers of the rows where ``mask`` is true.
+
+    A CSV's header is line 1, so row ``i`` (0-based) is line ``i + 2``; a Parquet file has no
+    header line, so its rows are numbered from 1.
+    """
+    offset = 1 if path.suffix == ".parquet" else 2
+    return np.flatnonzero(mask) + offset
+
+
+def problem_at(
+    path: Path,
+    column: str | None,
+    message: str,
+    mask: np.ndarray | None = None,
+    expected: str | None = None,
+) -> Problem:
+    """A :class:`Problem` of file ``path`` on the rows where ``mask`` is true."""
+    lines = (
+        tuple(int(n) for n in line_numbers(path, mask)[:MAX_LINES_KEPT]) if mask is not None else ()
+    )
+    return Problem(
+        file=path.name,
+        column=column,
+        message=message,
+        lines=lines,
+        n_rows=int(mask.sum()) if mask is not None else 0,
+        expected=expected,
+    )
+
+
 @dataclass
 class ContractError(InputError):
-    """The export breaks the contract. ``problems`` lists every problem found."""
+    """The input breaks the contract. ``problems`` lists every problem found.
+
+    ``subject`` names what was refused in the user's words: "CRM export" (an export folder),
+    "lead list" (a list to score), "report export" (a file ``pipecast import csv`` converts).
+    """
 
     problems: list[Problem] = field(default_factory=list)
+    subject: str = "CRM export"
 
     def __post_init__(self) -> None:
         super().__init__(self.render())
 
     def render(self) -> str:
         if len(self.problems) == 1:
-            return "The CRM export was refused: " + self.problems[0].render()
+            return f"The {self.subject} was refused: " + self.problems[0].render()
         body = "\n".join(f"  - {p.render()}" for p in self.problems)
-        return f"The CRM export was refused ({len(self.problems)} problems):\n{body}"
+        return f"The {self.subject} was refused ({len(self.problems)} problems):\n{body}"
 
     def __str__(self) -> str:
         return self.render()

@@ -1,19 +1,26 @@
-"""Reading and writing a CRM export (data-contract.md): typed, validated, all-or-nothing.
+"""Reading and writing a CRM export (data-contract.md): typed, checked, all-or-nothing.
 
 ``read_export(path)`` returns an :class:`Export` whose tables carry contract dtypes:
 text columns as pandas strings (``NA`` stays the text "NA"; only an empty cell is missing),
 dates as naive UTC ``datetime64``, numbers as ``float64``, booleans as nullable ``boolean``.
-A broken export raises :class:`~features.contract.ContractError` listing every problem.
+A broken export raises :class:`~features.contract.ContractError` listing every problem; rows
+that contradict themselves are quarantined (left out, and listed in ``Export.quarantine``).
+
+The export's three rooms: this module reads files, coerces types and writes exports;
+:mod:`features.config` parses ``dataset.yaml``; :mod:`features.checks` holds the checks across
+rows and files (what refuses an export, what is quarantined and why).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +28,41 @@ import numpy as np
 import pandas as pd
 import yaml
 
+# check_leads, check_relations, StageDef, parse_config and unreadable_yaml moved to the checks
+# and config rooms; they are re-exported here ("X as X") for code that imports them from io
+from features.checks import (
+    DEFAULT_THRESHOLD,
+    duplicate_ids,
+    empty_quarantine,
+    find_quarantine,
+    ids_are_unique,
+    quarantine_problems,
+    quarantined_rows,
+    refusals,
+    threshold_problems,
+    without_quarantined,
+)
+from features.checks import check_leads as check_leads
+from features.checks import check_relations as check_relations
+from features.config import DatasetConfig, read_config
+from features.config import StageDef as StageDef
+from features.config import parse_config as parse_config
+from features.config import unreadable_yaml as unreadable_yaml
 from features.contract import (
     FALSE_WORDS,
-    PRIMARY_KEYS,
     TABLES,
     TRUE_WORDS,
     ContractError,
     Problem,
     columns_of,
 )
+from features.contract import problem_at as _problem
 from features.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: what ``read_leads_file`` calls its input in a refusal
+LEAD_LIST = "lead list"
 
 TABLE_NAMES = ("opportunities", "stage_history", "activities", "leads")
 DATE_DTYPE = "datetime64[ns]"
@@ -39,56 +71,25 @@ EXPORT_FILES = frozenset(
     {f"{name}.{ext}" for name in TABLE_NAMES for ext in ("csv", "parquet")}
     | {"dataset.yaml", "dataset.yml"}
 )
+#: per table, the date that says when a row happened (what :meth:`Export.has_dates` looks at)
+EVENT_DATE_COLUMNS = {
+    "opportunities": "created_at",
+    "stage_history": "changed_at",
+    "activities": "occurred_at",
+    "leads": "created_at",
+}
 #: spreadsheet workbooks, which are not read: a sheet has to be saved as CSV first
 SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
 
 
-@dataclass(frozen=True)
-class StageDef:
-    """A stage from ``dataset.yaml``: its CRM probability and whether it is a closed stage."""
-
-    name: str
-    probability: float | None = None
-    won: bool = False
-    lost: bool = False
-
-
-@dataclass
-class DatasetConfig:
-    """The optional ``dataset.yaml`` of an export."""
-
-    exported_at: pd.Timestamp | None = None
-    fiscal_year_start_month: int = 1
-    sqo_window_days: int = 90
-    stages: list[StageDef] = field(default_factory=list)
-    features: dict[str, list[str]] = field(default_factory=dict)
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.exported_at is not None:
-            out["exported_at"] = self.exported_at.date().isoformat()
-        out["fiscal_year_start_month"] = self.fiscal_year_start_month
-        out["sqo_window_days"] = self.sqo_window_days
-        if self.stages:
-            rows = []
-            for s in self.stages:
-                row: dict[str, Any] = {"name": s.name}
-                if s.probability is not None:
-                    row["probability"] = s.probability
-                if s.won:
-                    row["won"] = True
-                if s.lost:
-                    row["lost"] = True
-                rows.append(row)
-            out["stages"] = rows
-        if self.features:
-            out["features"] = {k: list(v) for k, v in self.features.items()}
-        return out
-
-
 @dataclass
 class Export:
-    """A CRM export in memory. Tables that the export does not have are ``None``."""
+    """A CRM export in memory. Tables that the export does not have are ``None``.
+
+    ``quarantine`` lists the rows :func:`read_export` left out of the tables because they
+    contradict themselves (columns :data:`features.checks.QUARANTINE_COLUMNS`); empty for an
+    export built in memory.
+    """
 
     opportunities: pd.DataFrame | None = None
     stage_history: pd.DataFrame | None = None
@@ -96,6 +97,7 @@ class Export:
     leads: pd.DataFrame | None = None
     config: DatasetConfig = field(default_factory=DatasetConfig)
     path: Path | None = None
+    quarantine: pd.DataFrame = field(default_factory=empty_quarantine)
 
     def table(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)  # type: ignore[no-any-return]
@@ -107,22 +109,65 @@ class Export:
     def replace(self, **changes: Any) -> Export:
         return replace(self, **changes)
 
+    def quarantined_rows(self, *, by: str = "file") -> dict[str, int]:
+        """Quarantined rows per file name, or per table with ``by="table"``; {} if none.
+
+        A row quarantined for two reasons counts once.
+        """
+        return quarantined_rows(self.quarantine, by=by)
+
+    def has_dates(self, table: str | None = None) -> bool:
+        """Whether ``table`` (default: any table) holds a date that places its rows in time.
+
+        The dates that count are when a row happened: ``created_at`` (opportunities, leads),
+        ``changed_at`` (history), ``occurred_at`` (activities). A lead table with only
+        ``is_sqo`` labels is undated: its rows can be learned from, but not in time order
+        (no time split, no as-of). A table partly dated is dated: use the dates it has.
+        """
+        names = TABLE_NAMES if table is None else (table,)
+        for name in names:
+            df = self.table(name)
+            column = EVENT_DATE_COLUMNS[name]
+            if df is not None and column in df.columns and bool(df[column].notna().any()):
+                return True
+        return False
+
     @property
-    def exported_at(self) -> pd.Timestamp:
-        """The export date: ``dataset.yaml``'s ``exported_at``, else the latest date in the files."""
+    def export_date(self) -> pd.Timestamp | None:
+        """:attr:`exported_at`, or None when the export holds no dates at all."""
         if self.config.exported_at is not None:
             return self.config.exported_at
-        latest = latest_date(self)
-        if latest is None:
-            raise InputError("The export holds no dates: cannot tell when it was exported.")
-        return latest
+        return latest_date(self)
+
+    @property
+    def exported_at(self) -> pd.Timestamp:
+        """The export date: ``dataset.yaml``'s ``exported_at``, else the latest date in the files.
+
+        Raises
+        ------
+        InputError
+            The export holds no dates at all (e.g. leads with ``is_sqo`` labels only) and
+            ``dataset.yaml`` gives none: what asked for the date cannot be done on it. Check
+            :meth:`has_dates` (or use :attr:`export_date`) where undated data has a meaning.
+        """
+        day = self.export_date
+        if day is None:
+            raise InputError(
+                "The export holds no dates (no created_at, closed_at or other date in any "
+                "file), so it has no export date to work from. This needs dated rows: add "
+                "created_at to the files, or exported_at to dataset.yaml."
+            )
+        return day
 
     def check_as_of(self, day: pd.Timestamp, what: str = "--as-of") -> pd.Timestamp:
         """``day`` when the export can describe it: not after the export date.
 
         Features as of a later day would take the days after the export for days in which
-        nothing happened (no activity, no stage move), so such a day is refused.
+        nothing happened (no activity, no stage move), so such a day is refused. An export
+        without any date cannot place ``day`` and accepts it.
         """
+        if self.export_date is None:
+            return day
         exported = self.exported_at.normalize()
         if day.normalize() > exported:
             raise InputError(
@@ -292,29 +337,6 @@ def read_raw(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _line_numbers(path: Path, mask: np.ndarray) -> tuple[int, ...]:
-    offset = 1 if path.suffix == ".parquet" else 2
-    return tuple(int(i) + offset for i in np.flatnonzero(mask))
-
-
-def _problem(
-    path: Path,
-    column: str | None,
-    message: str,
-    mask: np.ndarray | None = None,
-    expected: str | None = None,
-) -> Problem:
-    lines = _line_numbers(path, mask) if mask is not None else ()
-    return Problem(
-        file=path.name,
-        column=column,
-        message=message,
-        lines=lines[:20],
-        n_rows=int(mask.sum()) if mask is not None else 0,
-        expected=expected,
-    )
-
-
 def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Parse ISO 8601 dates/timestamps; aware ones converted to UTC then made naive."""
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -362,6 +384,23 @@ def _to_string(values: pd.Series) -> pd.Series:
     return out.str.strip().replace("", pd.NA)
 
 
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict, set, np.ndarray))
+
+
+def _nested_values(values: pd.Series) -> str | None:
+    """What a column holds when its cells are lists or records (Parquet list/struct/map)."""
+    if values.dtype != object:
+        return None
+    # a Parquet column has one type: its first present cell tells whether it is nested
+    first = next(
+        (v for v in values if _is_nested(v) or not pd.api.types.is_scalar(v) or pd.notna(v)), None
+    )
+    if isinstance(first, dict):
+        return "records"
+    return "lists" if _is_nested(first) else None
+
+
 def coerce_table(
     raw: pd.DataFrame, table: str, path: Path, extra_required: Iterable[str] = ()
 ) -> tuple[pd.DataFrame, list[Problem]]:
@@ -397,6 +436,19 @@ def coerce_table(
     for name in raw.columns:
         col = spec.get(name)
         values = raw[name].reset_index(drop=True)
+        nested = _nested_values(values) if col is not None or name in declared else None
+        if nested is not None:
+            problems.append(
+                _problem(
+                    path,
+                    name,
+                    f"holds {nested} (a nested Parquet type), which cannot be used as a value",
+                    values.map(_is_nested).to_numpy(dtype=bool),
+                    expected="one plain text, number, date or true/false value per cell",
+                )
+            )
+            out[name] = _to_string(values.map(str))
+            continue
         if col is None:
             # Extra columns are kept as text unless already typed (Parquet). A column that
             # dataset.yaml declares as a feature is read as numbers when every value is one.
@@ -431,17 +483,8 @@ def coerce_table(
                         expected="a plain number such as 12500 or 12500.50",
                     )
                 )
-            neg = (parsed < 0).fillna(False).to_numpy(dtype=bool)
-            if col.non_negative and neg.any():
-                problems.append(
-                    _problem(
-                        path,
-                        name,
-                        f"{int(neg.sum())} value(s) are negative",
-                        neg,
-                        expected="a number ≥ 0",
-                    )
-                )
+            # a negative amount parses: it is an inconsistent row, quarantined by
+            # features.checks (or refused by the caller), not a broken file
         elif col.kind == "bool":
             parsed, bad = _to_bool(values)
             if bad.any():
@@ -495,203 +538,60 @@ def coerce_table(
     return out, problems
 
 
-def read_config(folder: Path) -> DatasetConfig:
-    """Parse ``dataset.yaml`` (absent = defaults)."""
-    path = folder / "dataset.yaml"
-    if not path.exists():
-        path = folder / "dataset.yml"
-        if not path.exists():
-            return DatasetConfig()
+@dataclass
+class ReadPolicy:
+    """How the exports read within :func:`read_policy` treat inconsistent rows, and what they held.
+
+    ``quarantined`` gathers, per file read, how many of its rows were quarantined, so that an
+    entry point can report them whichever function read the export.
+    """
+
+    strict: bool = False
+    quarantine_threshold: float = DEFAULT_THRESHOLD
+    quarantined: dict[Path, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Quarantined rows by file name, over every export read under this policy."""
+        out: dict[str, int] = {}
+        for file, n in self.quarantined.items():
+            if n:
+                out[file.name] = out.get(file.name, 0) + n
+        return out
+
+
+_POLICY: ContextVar[ReadPolicy | None] = ContextVar("pipecast_read_policy", default=None)
+
+
+@contextmanager
+def read_policy(
+    *, strict: bool = False, quarantine_threshold: float = DEFAULT_THRESHOLD
+) -> Iterator[ReadPolicy]:
+    """Within the block, :func:`read_export` calls that do not say otherwise use these options.
+
+    Entry points (a CLI command, a request) set the user's choice once here instead of threading
+    it through every function between them and the read (scoring and training read the export
+    themselves). The policy yielded then tells how many rows each file read had quarantined.
+    """
+    policy = ReadPolicy(strict=strict, quarantine_threshold=quarantine_threshold)
+    token = _POLICY.set(policy)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
-        raise ContractError(
-            [Problem(file=path.name, message=unreadable_yaml(exc), expected="a YAML mapping")]
-        ) from None
-    return parse_config(data, path.name)
+        yield policy
+    finally:
+        _POLICY.reset(token)
 
 
-def unreadable_yaml(exc: Exception) -> str:
-    """Why a YAML file could not be loaded, from the error ``yaml.safe_load`` (or decoding) raised."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at position {exc.start})"
-    if isinstance(exc, yaml.YAMLError):
-        return f"is not valid YAML ({exc})"
-    # PyYAML reads 2026-13-45 as a date and fails with a ValueError ("month must be in 1..12")
-    return f"holds a date that does not exist ({exc}); write real dates as YYYY-MM-DD"
+def read_export(
+    path: str | os.PathLike[str],
+    *,
+    require: Iterable[str] = (),
+    strict: bool | None = None,
+    quarantine_threshold: float | None = None,
+) -> Export:
+    """Read and check the CRM export in folder ``path``.
 
-
-def parse_config(data: Any, file: str = "dataset.yaml") -> DatasetConfig:
-    """A :class:`DatasetConfig` from the mapping of a ``dataset.yaml``."""
-    problems: list[Problem] = []
-    if not isinstance(data, dict):
-        raise ContractError(
-            [
-                Problem(
-                    file=file,
-                    message="is not a mapping",
-                    expected="keys such as exported_at, stages",
-                )
-            ]
-        )
-    cfg = DatasetConfig()
-    known = {"exported_at", "fiscal_year_start_month", "sqo_window_days", "stages", "features"}
-    unknown = sorted(set(map(str, data)) - known)
-    if unknown:
-        problems.append(
-            Problem(
-                file=file,
-                column=unknown[0],
-                message="unknown key",
-                expected="one of " + ", ".join(sorted(known)),
-            )
-        )
-    if data.get("exported_at") is not None:
-        try:
-            value = data["exported_at"]
-            ts = pd.Timestamp(
-                value.isoformat() if isinstance(value, (date, datetime)) else str(value)
-            )
-            if ts.tzinfo is not None:
-                ts = ts.tz_convert("UTC").tz_localize(None)
-            cfg.exported_at = ts.normalize()
-        except (ValueError, TypeError):
-            problems.append(
-                Problem(
-                    file=file,
-                    column="exported_at",
-                    message=f"{data['exported_at']!r} is not a date",
-                    expected="an ISO date such as 2026-11-01",
-                )
-            )
-    month = data.get("fiscal_year_start_month", 1)
-    if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
-        problems.append(
-            Problem(
-                file=file,
-                column="fiscal_year_start_month",
-                message=f"{month!r} is not a month",
-                expected="a whole number from 1 to 12",
-            )
-        )
-    else:
-        cfg.fiscal_year_start_month = month
-    window = data.get("sqo_window_days", 90)
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        problems.append(
-            Problem(
-                file=file,
-                column="sqo_window_days",
-                message=f"{window!r} is not a number of days",
-                expected="a whole number > 0",
-            )
-        )
-    else:
-        cfg.sqo_window_days = window
-    stages = data.get("stages") or []
-    if not isinstance(stages, list):
-        problems.append(
-            Problem(
-                file=file,
-                column="stages",
-                message="is not a list",
-                expected="a list of {name, probability}",
-            )
-        )
-        stages = []
-    seen: set[str] = set()
-    for i, s in enumerate(stages, start=1):
-        if not isinstance(s, dict) or not s.get("name"):
-            problems.append(
-                Problem(
-                    file=file,
-                    column="stages",
-                    message=f"entry {i} has no name",
-                    expected="{name: Discovery, probability: 0.1}",
-                )
-            )
-            continue
-        name = str(s["name"])
-        prob = s.get("probability")
-        if prob is not None and (
-            isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1
-        ):
-            problems.append(
-                Problem(
-                    file=file,
-                    column="stages",
-                    message=f"stage {name!r} has probability {prob!r}",
-                    expected="a probability from 0 to 1",
-                )
-            )
-            prob = None
-        flags = {k: s.get(k, False) for k in ("won", "lost")}
-        for k, v in flags.items():
-            if not isinstance(v, bool):
-                problems.append(
-                    Problem(
-                        file=file,
-                        column="stages",
-                        message=f"stage {name!r} has {k}: {v!r}",
-                        expected=f"{k}: true or {k}: false (YAML booleans, not text)",
-                    )
-                )
-        if flags["won"] is True and flags["lost"] is True:
-            problems.append(
-                Problem(
-                    file=file,
-                    column="stages",
-                    message=f"stage {name!r} is marked both won and lost",
-                    expected="won: true or lost: true, not both",
-                )
-            )
-        if name in seen:
-            problems.append(
-                Problem(
-                    file=file,
-                    column="stages",
-                    message=f"stage {name!r} is listed twice",
-                    expected="each stage once",
-                )
-            )
-        seen.add(name)
-        cfg.stages.append(
-            StageDef(
-                name=name,
-                probability=None if prob is None else float(prob),
-                won=flags["won"] is True,
-                lost=flags["lost"] is True,
-            )
-        )
-    feats = data.get("features") or {}
-    if not isinstance(feats, dict) or not all(isinstance(v, list) for v in feats.values()):
-        problems.append(
-            Problem(
-                file=file,
-                column="features",
-                message="is not a mapping of table to column list",
-                expected="features: {opportunities: [competitor]}",
-            )
-        )
-    else:
-        bad_tables = sorted(set(feats) - {"opportunities", "leads"})
-        if bad_tables:
-            problems.append(
-                Problem(
-                    file=file,
-                    column="features",
-                    message=f"names an unknown table {bad_tables[0]!r}",
-                    expected="opportunities or leads",
-                )
-            )
-        cfg.features = {str(k): [str(c) for c in v] for k, v in feats.items()}
-    if problems:
-        raise ContractError(problems)
-    return cfg
-
-
-def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) -> Export:
-    """Read and validate the CRM export in folder ``path``.
+    A broken file refuses the export; a row that contradicts itself (a deal closed before it
+    was created, a history row of an unknown deal, …) is quarantined: taken out of the tables
+    and listed in ``Export.quarantine`` with its file, line and reason (:mod:`features.checks`).
 
     Parameters
     ----------
@@ -700,14 +600,38 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
     require
         Tables the caller needs (e.g. ``("opportunities",)`` to forecast); a missing one is an
         input error naming the file expected.
+    strict
+        Refuse the export when any row would be quarantined, listing those rows. Default: the
+        enclosing :func:`read_policy`'s, else False.
+    quarantine_threshold
+        The share of a table's rows (0 to 1) that may be quarantined; beyond it the export is
+        refused as suspect. Default: the enclosing :func:`read_policy`'s, else 5%.
+
+    Returns
+    -------
+    Export
+        The tables without their quarantined rows, and the quarantine.
 
     Raises
     ------
     InputError
         The folder does not exist, or a required table is absent.
     ContractError
-        Any file breaks the contract; every problem found is listed.
+        Any file breaks the contract, a table is quarantined beyond the threshold, or (with
+        ``strict``) any row would be quarantined; every problem found is listed.
     """
+    policy = _POLICY.get()
+    if strict is None:
+        strict = policy.strict if policy is not None else False
+    if quarantine_threshold is None:
+        quarantine_threshold = (
+            policy.quarantine_threshold if policy is not None else DEFAULT_THRESHOLD
+        )
+    if not 0.0 <= quarantine_threshold <= 1.0:
+        raise InputError(
+            f"quarantine threshold {quarantine_threshold!r}: give a share of a table's rows "
+            "from 0 to 1 (0.05 = 5%)."
+        )
     folder = Path(path)
     if folder.is_file():
         raise InputError(
@@ -767,210 +691,54 @@ def read_export(path: str | os.PathLike[str], *, require: Iterable[str] = ()) ->
         )
         for p in problems
     )
+    quarantine = empty_quarantine()
     if not structural:
-        problems.extend(check_relations(frames, files, config))
+        problems.extend(refusals(frames, files, config))
+        # rows are tied to their deal by id: with duplicate ids the quarantine cannot be told
+        if ids_are_unique(frames):
+            quarantine = find_quarantine(frames, files)
+        if strict:
+            problems.extend(quarantine_problems(quarantine))
+        elif not problems:
+            problems.extend(threshold_problems(quarantine, frames, files, quarantine_threshold))
     if problems:
         raise ContractError(problems)
-    export = Export(**frames, config=config, path=folder)  # type: ignore[arg-type]
-    return export
-
-
-def check_relations(
-    frames: dict[str, pd.DataFrame], files: dict[str, Path], config: DatasetConfig
-) -> list[Problem]:
-    """Rules across rows and files: keys, dates in order, closed deals with a close date, …"""
-    problems: list[Problem] = []
-    for table, key in PRIMARY_KEYS.items():
-        if table in frames:
-            # empty ids are reported as empty cells, not as duplicates of each other
-            keys = frames[table][key]
-            dup = (keys.notna() & keys.duplicated(keep=False)).to_numpy(dtype=bool)
-            if dup.any():
-                ids = frames[table].loc[dup, key].astype(str).unique()[:3]
-                problems.append(
-                    _problem(
-                        files[table],
-                        key,
-                        f"{len(frames[table].loc[dup, key].unique())} id(s) appear on more than one row (e.g. {', '.join(ids)})",
-                        dup,
-                        expected="each id once",
-                    )
-                )
-    opps = frames.get("opportunities")
-    if opps is not None:
-        f = files["opportunities"]
-        closed = opps["status"].isin(["won", "lost"]).to_numpy(dtype=bool)
-        no_close = (
-            closed & opps["closed_at"].isna().to_numpy(dtype=bool)
-            if "closed_at" in opps
-            else closed
-        )
-        if no_close.any():
-            problems.append(
-                _problem(
-                    f,
-                    "closed_at",
-                    f"{int(no_close.sum())} won/lost deal(s) have no close date",
-                    no_close,
-                    expected="closed_at on every won or lost deal",
-                )
-            )
-        if "closed_at" in opps:
-            open_with = (opps["status"] == "open").to_numpy(dtype=bool) & opps[
-                "closed_at"
-            ].notna().to_numpy(dtype=bool)
-            if open_with.any():
-                problems.append(
-                    _problem(
-                        f,
-                        "closed_at",
-                        f"{int(open_with.sum())} open deal(s) have a close date",
-                        open_with,
-                        expected="closed_at empty while status is open",
-                    )
-                )
-            before = (
-                (opps["closed_at"].dt.normalize() < opps["created_at"].dt.normalize())
-                .fillna(False)
-                .to_numpy(dtype=bool)
-            )
-            if before.any():
-                problems.append(
-                    _problem(
-                        f,
-                        "closed_at",
-                        f"{int(before.sum())} deal(s) close before they were created",
-                        before,
-                        expected="closed_at ≥ created_at",
-                    )
-                )
-        problems.extend(_undeclared_stages(opps, f, config, "deal(s)"))
-    hist = frames.get("stage_history")
-    if hist is not None:
-        f = files["stage_history"]
-        if opps is None:
-            problems.append(
-                Problem(
-                    file=f.name,
-                    message="has no opportunities file to belong to",
-                    expected="opportunities.csv beside it",
-                )
-            )
-        else:
-            problems.extend(_unknown_opportunities(hist["opportunity_id"], f, opps))
-            problems.extend(_undeclared_stages(hist, f, config, "row(s)"))
-    acts = frames.get("activities")
-    if acts is not None:
-        f = files["activities"]
-        opp_col = (
-            acts["opportunity_id"]
-            if "opportunity_id" in acts
-            else pd.Series(pd.NA, index=acts.index)
-        )
-        lead_col = acts["lead_id"] if "lead_id" in acts else pd.Series(pd.NA, index=acts.index)
-        neither = (opp_col.isna() & lead_col.isna()).to_numpy(dtype=bool)
-        if neither.any():
-            problems.append(
-                _problem(
-                    f,
-                    "opportunity_id",
-                    f"{int(neither.sum())} activit(ies) belong to no opportunity and no lead",
-                    neither,
-                    expected="an opportunity_id or a lead_id on every row",
-                )
-            )
-        if opps is not None and "opportunity_id" in acts:
-            problems.extend(_unknown_opportunities(opp_col, f, opps))
-    leads = frames.get("leads")
-    if leads is not None:
-        problems.extend(check_leads(leads, files["leads"]))
-    return problems
-
-
-def _undeclared_stages(
-    df: pd.DataFrame, path: Path, config: DatasetConfig, rows: str
-) -> list[Problem]:
-    """Stages that ``dataset.yaml`` does not declare (nothing to check when it declares none)."""
-    declared = {s.name for s in config.stages}
-    if not declared:
-        return []
-    bad = (df["stage"].notna() & ~df["stage"].isin(declared)).to_numpy(dtype=bool)
-    if not bad.any():
-        return []
-    names = sorted(set(df.loc[bad, "stage"].astype(str)))[:5]
-    return [
-        _problem(
-            path,
-            "stage",
-            f"{int(bad.sum())} {rows} have a stage not declared in dataset.yaml ({', '.join(names)})",
-            bad,
-            expected="one of " + ", ".join(sorted(declared)),
-        )
-    ]
-
-
-def _unknown_opportunities(ids: pd.Series, path: Path, opps: pd.DataFrame) -> list[Problem]:
-    """Rows whose opportunity_id is not in the opportunities file (empty ids are not checked)."""
-    unknown = (ids.notna() & ~ids.isin(opps["opportunity_id"])).to_numpy(dtype=bool)
-    if not unknown.any():
-        return []
-    examples = ids[unknown].astype(str).unique()[:3]
-    return [
-        _problem(
-            path,
-            "opportunity_id",
-            f"{int(unknown.sum())} row(s) refer to opportunities not in opportunities ({', '.join(examples)})",
-            unknown,
-            expected="an opportunity_id present in the opportunities file",
-        )
-    ]
-
-
-def check_leads(leads: pd.DataFrame, path: Path) -> list[Problem]:
-    """Lead rules: a date or a label on every row, SQO not before creation."""
-    problems: list[Problem] = []
-    has_created = "created_at" in leads
-    has_label = "is_sqo" in leads
-    if not has_created and not has_label:
-        return [
-            Problem(
-                file=path.name,
-                column="created_at",
-                message="a lead list needs created_at (or, where dates are unknown, is_sqo)",
-                expected="a created_at column",
-            )
-        ]
-    if has_created and not has_label:
-        empty = leads["created_at"].isna().to_numpy(dtype=bool)
-        if empty.any():
-            problems.append(
-                _problem(
-                    path,
-                    "created_at",
-                    f"{int(empty.sum())} lead(s) have no created_at",
-                    empty,
-                    expected="the day each lead was added to a list",
-                )
-            )
-    if has_created and "sqo_at" in leads:
-        before = (leads["sqo_at"] < leads["created_at"]).fillna(False).to_numpy(dtype=bool)
-        if before.any():
-            problems.append(
-                _problem(
-                    path,
-                    "sqo_at",
-                    f"{int(before.sum())} lead(s) became SQOs before they were created",
-                    before,
-                    expected="sqo_at ≥ created_at",
-                )
-            )
-    return problems
+    kept = without_quarantined(frames, files, quarantine)
+    counts = quarantined_rows(quarantine)
+    if counts:
+        log.info("%s: quarantined %s", folder, counts)
+    if policy is not None:
+        for file in files.values():
+            policy.quarantined[file.resolve()] = counts.get(file.name, 0)
+    return Export(**kept, config=config, path=folder, quarantine=quarantine)  # type: ignore[arg-type]
 
 
 def read_leads_file(
     path: str | os.PathLike[str], *, extra_columns: Iterable[str] = ()
 ) -> pd.DataFrame:
-    """A lead list to score (contract ``leads`` columns; labels not needed)."""
+    """A lead list to score (contract ``leads`` columns; labels not needed).
+
+    A list is all-or-nothing: unlike an export, whose odd rows are quarantined, a list is
+    scored as given, so any problem refuses it — before a model is loaded or a file written.
+
+    Parameters
+    ----------
+    path
+        A CSV or Parquet file, one lead per row, with a ``lead_id`` column.
+    extra_columns
+        Columns the caller needs besides the contract's (e.g. features ``dataset.yaml``
+        declares); a missing one refuses the list.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder or does not exist.
+    ContractError
+        Subject "lead list": no ``lead_id`` column, duplicate or empty ids, values that are
+        not numbers / dates / true-false, a column of lists or records, a missing declared
+        column, negative numbers or an SQO before creation, or no leads at all; each problem
+        names the file, the column and the first offending lines.
+    """
     file = Path(path)
     if file.is_dir():
         raise InputError(
@@ -980,7 +748,10 @@ def read_leads_file(
         raise InputError(
             f"{file}: no such file. Give the lead list to score as a CSV or Parquet file with a lead_id column."
         )
-    raw = read_raw(file)
+    try:
+        raw = read_raw(file)
+    except ContractError as exc:
+        raise ContractError(exc.problems, subject=LEAD_LIST) from None
     df, problems = coerce_table(raw, "leads", file, extra_required=extra_columns)
     if not problems and len(df) == 0:
         problems.append(
@@ -991,19 +762,11 @@ def read_leads_file(
             )
         )
     if not problems:
-        dup = df["lead_id"].duplicated(keep=False).to_numpy(dtype=bool)
-        if dup.any():
-            problems.append(
-                _problem(
-                    file,
-                    "lead_id",
-                    "some lead ids appear on more than one row",
-                    dup,
-                    expected="each lead once",
-                )
-            )
+        problems.extend(duplicate_ids(df, file, "lead_id", what="lead id"))
+    if not problems:
+        problems.extend(quarantine_problems(find_quarantine({"leads": df}, {"leads": file})))
     if problems:
-        raise ContractError(problems)
+        raise ContractError(problems, subject=LEAD_LIST)
     return df
 
 

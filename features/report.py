@@ -17,8 +17,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from features.checks import empty_quarantine
 from features.contract import TABLES
-from features.errors import InputError
 from features.io import TABLE_NAMES, Export, latest_date
 from features.labels import decided_labels
 
@@ -36,6 +36,8 @@ MIN_PUSHES = 2
 N_EXAMPLES = 5
 #: label for rows whose grouping column is empty
 NONE_LABEL = "(none)"
+#: how many quarantined rows ``pipecast validate`` prints (``--quarantine FILE`` writes them all)
+MAX_QUARANTINE_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class ValidationReport:
         Pipeline red flags, and data-quality issues that do not break the contract.
     unavailable
         Section → why it could not be computed (a missing table or column).
+    quarantine
+        The rows left out because they contradict themselves (``Export.quarantine``): file,
+        line, table, id, column, value, reason.
+    dated
+        False when the export holds no dates at all: rows have no time order, and nothing is
+        judged "as of" a day.
     """
 
     path: str | None
@@ -85,6 +93,8 @@ class ValidationReport:
     warnings: list[Finding] = field(default_factory=list)
     data_quality: list[Finding] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    quarantine: pd.DataFrame = field(default_factory=empty_quarantine)
+    dated: bool = True
 
     def warning(self, kind: str) -> Finding | None:
         """The warning or data-quality finding of ``kind``, if it was raised."""
@@ -109,10 +119,7 @@ def summarize(export: Export) -> ValidationReport:
     ValidationReport
         Counts, date range, win and SQO rates, pipeline warnings and data-quality findings.
     """
-    try:
-        exported_at: pd.Timestamp | None = export.exported_at
-    except InputError:
-        exported_at = None
+    exported_at = export.export_date
     report = ValidationReport(
         path=None if export.path is None else str(export.path),
         exported_at=exported_at,
@@ -120,6 +127,8 @@ def summarize(export: Export) -> ValidationReport:
         date_end=latest_date(export),
         counts=_counts(export, exported_at),
         sqo_window_days=export.config.sqo_window_days,
+        quarantine=export.quarantine,
+        dated=export.has_dates(),
     )
     opps = export.opportunities
     if opps is None:
@@ -159,10 +168,13 @@ def earliest_date(export: Export) -> pd.Timestamp | None:
 
 def _counts(export: Export, exported_at: pd.Timestamp | None) -> pd.DataFrame:
     rows: list[tuple[str, str, int]] = []
+    left_out = export.quarantine.drop_duplicates(["table", "line"])["table"].value_counts()
     for name in TABLE_NAMES:
         df = export.table(name)
         if df is not None:
             rows.append((name, "rows", len(df)))
+            if name in left_out.index:
+                rows.append((name, "quarantined (left out)", int(left_out[name])))
         if name == "opportunities" and df is not None:
             for status in ("open", "won", "lost"):
                 rows.append((name, status, int((df["status"] == status).sum())))
@@ -546,12 +558,27 @@ def _findings_table(title: str, findings: list[Finding]) -> Table:
 def render_validation(report: ValidationReport, console: Console) -> None:
     """Draw ``report`` as rich tables on ``console``."""
     where = report.path or "export"
-    console.print(f"[bold green]✓[/] {where} follows the data contract", highlight=False)
-    console.print(
-        f"Export date: [bold]{_day(report.exported_at)}[/]   "
-        f"data from {_day(report.date_start)} to {_day(report.date_end)}",
-        highlight=False,
-    )
+    n_left_out = len(report.quarantine.drop_duplicates(["file", "line"]))
+    if n_left_out:
+        console.print(
+            f"[bold green]✓[/] {where} follows the data contract; [bold yellow]{n_left_out:,} "
+            f"row(s) quarantined[/] (left out of training and scoring, listed below)",
+            highlight=False,
+        )
+    else:
+        console.print(f"[bold green]✓[/] {where} follows the data contract", highlight=False)
+    if report.dated:
+        console.print(
+            f"Export date: [bold]{_day(report.exported_at)}[/]   "
+            f"data from {_day(report.date_start)} to {_day(report.date_end)}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            "Export date: [bold]no dates[/] — the files hold no dates, so their rows have no "
+            "time order: no as-of day, and no split by time",
+            highlight=False,
+        )
 
     counts = Table(title="Rows", title_justify="left")
     counts.add_column("table")
@@ -617,3 +644,41 @@ def render_validation(report: ValidationReport, console: Console) -> None:
         console.print(_findings_table("Data quality (not contract errors)", report.data_quality))
     else:
         console.print("[bold]Data quality[/]: no issues found", highlight=False)
+    if n_left_out:
+        console.print(_quarantine_table(report.quarantine))
+
+
+def _quarantine_table(quarantine: pd.DataFrame) -> Table:
+    """The quarantined rows, each with its file, line and reason (the first ones if many)."""
+    shown = quarantine.head(MAX_QUARANTINE_SHOWN)
+    rest = len(quarantine) - len(shown)
+    caption = (
+        f"and {rest:,} more; `pipecast validate --quarantine FILE` writes them all"
+        if rest > 0
+        else "`pipecast validate --quarantine FILE` writes them to a CSV"
+    )
+    table = Table(
+        title="Quarantined rows (left out: they contradict themselves; --strict refuses them)",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    for name, justify in (
+        ("file", "left"),
+        ("line", "right"),
+        ("id", "left"),
+        ("column", "left"),
+        ("value", "left"),
+        ("reason", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in shown.itertuples(index=False):
+        table.add_row(
+            str(row.file),
+            str(row.line),
+            "" if pd.isna(row.id) else str(row.id),
+            str(row.column),
+            "" if pd.isna(row.value) else str(row.value),
+            str(row.reason),
+        )
+    return table

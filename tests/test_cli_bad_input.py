@@ -1,4 +1,8 @@
-"""A broken export is refused with exit 2 and a message naming the file, column and line."""
+"""A broken export is refused with exit 2 and a message naming the file, column and line.
+
+A row that parses but contradicts itself is quarantined instead: listed with its file, line and
+reason (exit 0), refused with ``--strict``, and refused when too many rows of a table are.
+"""
 
 from __future__ import annotations
 
@@ -96,6 +100,8 @@ class Case:
     file: str
     column: str | None = None
     line: int | None = None
+    #: set for an inconsistent row: the reason it is quarantined for (not refused)
+    reason: str | None = None
 
 
 CASES = [
@@ -118,6 +124,7 @@ CASES = [
         "opportunities.csv",
         "closed_at",
         3,
+        reason="closed_at before created_at",
     ),
     Case(
         "duplicate opportunity_id",
@@ -139,6 +146,7 @@ CASES = [
         "opportunities.csv",
         "closed_at",
         2,
+        reason="won/lost deal without closed_at",
     ),
     Case(
         "history for an unknown opportunity",
@@ -146,6 +154,7 @@ CASES = [
         "stage_history.csv",
         "opportunity_id",
         8,
+        reason="history row for an unknown opportunity",
     ),
     Case(
         "negative amount",
@@ -153,6 +162,7 @@ CASES = [
         "opportunities.csv",
         "amount",
         5,
+        reason="negative amount",
     ),
     Case(
         "non-numeric amount",
@@ -167,6 +177,7 @@ CASES = [
         "opportunities.csv",
         "closed_at",
         4,
+        reason="open deal with a closed_at",
     ),
     Case(
         "empty required value",
@@ -201,6 +212,7 @@ CASES = [
         "leads.csv",
         "sqo_at",
         2,
+        reason="sqo_at before created_at",
     ),
     Case(
         "bad boolean in leads",
@@ -222,6 +234,7 @@ CASES = [
         "activities.csv",
         "opportunity_id",
         3,
+        reason="activity for an unknown opportunity",
     ),
     Case(
         "bad activity timestamp",
@@ -265,7 +278,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+REFUSED = [c for c in CASES if c.reason is None]
+QUARANTINED = [c for c in CASES if c.reason is not None]
+#: the valid export is tiny: one bad row is more than the default 5% of a table
+LENIENT = {"COLUMNS": "300", "PIPECAST_QUARANTINE_THRESHOLD": "1"}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
 def test_broken_export_is_refused(tmp_path: Path, case: Case) -> None:
     folder = write_valid(tmp_path / "export")
     case.breakage(folder)
@@ -281,6 +300,58 @@ def test_broken_export_is_refused(tmp_path: Path, case: Case) -> None:
         assert re.search(rf"\(lines? (\d+, )*{case.line}\b", message), message
     # the refusal is all a broken export produces: no report below it
     assert "follows the data contract" not in message
+
+
+@pytest.mark.parametrize("case", QUARANTINED, ids=[c.id for c in QUARANTINED])
+def test_inconsistent_row_is_quarantined_with_its_line(tmp_path: Path, case: Case) -> None:
+    folder = write_valid(tmp_path / "export")
+    case.breakage(folder)
+    listing = tmp_path / "quarantine.csv"
+    result = runner.invoke(
+        app, ["validate", "--data", str(folder), "--quarantine", str(listing)], env=LENIENT
+    )
+    assert result.exit_code == 0, result.output
+    assert "row(s) quarantined" in result.stdout
+    # the row is listed with its file, line and reason, in the report and in the CSV
+    assert re.search(rf"{re.escape(case.file)}\s*│\s*{case.line}\s*│", result.stdout), result.stdout
+    assert case.reason is not None and case.reason in result.stdout
+    rows = pd.read_csv(listing, dtype=str, keep_default_na=False)
+    mine = rows[(rows["file"] == case.file) & (rows["line"] == str(case.line))]
+    assert mine["reason"].str.startswith(case.reason).any(), rows
+    assert case.column in set(mine["column"])
+    assert "quarantined" in result.stderr and "listed below" in result.stderr
+
+
+@pytest.mark.parametrize("case", QUARANTINED, ids=[c.id for c in QUARANTINED])
+def test_inconsistent_row_is_refused_with_strict(tmp_path: Path, case: Case) -> None:
+    folder = write_valid(tmp_path / "export")
+    case.breakage(folder)
+    listing = tmp_path / "quarantine.csv"
+    result = runner.invoke(
+        app,
+        ["validate", "--data", str(folder), "--strict", "--quarantine", str(listing)],
+        env=LENIENT,
+    )
+    message = result.output
+    assert result.exit_code == 2, message
+    assert "Traceback" not in message and "The CRM export was refused" in message
+    assert f"{case.file}, column '{case.column}'" in message
+    assert re.search(rf"\(lines? (\d+, )*{case.line}\b", message), message
+    assert "follows the data contract" not in message
+    assert not listing.exists()
+
+
+@pytest.mark.parametrize("case", QUARANTINED[:2], ids=[c.id for c in QUARANTINED[:2]])
+def test_too_many_inconsistent_rows_refuse_the_export(tmp_path: Path, case: Case) -> None:
+    """One bad deal of four is 25%, beyond the default 5%: the export itself is suspect."""
+    folder = write_valid(tmp_path / "export")
+    case.breakage(folder)
+    result = runner.invoke(app, ["validate", "--data", str(folder)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "1 of 4 rows (25.0%) contradict themselves" in result.output
+    assert case.reason is not None
+    assert "looks suspect" in result.output and case.reason in result.output
+    assert re.search(rf"\(line {case.line}\)", result.output), result.output
 
 
 def test_valid_export_is_accepted(tmp_path: Path) -> None:
@@ -300,7 +371,7 @@ def test_missing_folder_is_refused(tmp_path: Path) -> None:
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     folder = write_valid(tmp_path / "export")
-    edit("opportunities.csv", ",800,", ",-800,")(folder)
+    edit("opportunities.csv", ",800,", ",800 USD,")(folder)
     edit("leads.csv", "2026-01-05,,false", "2026-01-05,,maybe")(folder)
     result = runner.invoke(app, ["validate", "--data", str(folder)], env={"COLUMNS": "300"})
     assert result.exit_code == 2

@@ -463,3 +463,45 @@ def test_serve_refuses_an_address_it_cannot_listen_on(
 
     monkeypatch.setattr("uvicorn.run", must_not_start)
     refused(run(["serve", *args]), says)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("id,employees\nL1,10\n", "list.csv, column 'lead_id': a required column is missing"),
+        (
+            "lead_id,employees\nL1,10\nL1,20\n",
+            "column 'lead_id': 1 lead id(s) appear on more than one row (e.g. L1) (lines 2, 3)",
+        ),
+        (
+            "lead_id,employees\nL1,10\nL2,ten\n",
+            "column 'employees': 1 value(s) are not numbers (line 3)",
+        ),
+        (
+            "lead_id,created_at\nL1,2026-13-01\n",
+            "column 'created_at': 1 value(s) are not dates (line 2)",
+        ),
+    ],
+    ids=["no lead_id", "duplicate ids", "number", "date"],
+)
+def test_a_broken_lead_list_is_refused_before_the_model_is_loaded(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    leads = tmp_path / "list.csv"
+    leads.write_text(content, encoding="utf-8")
+    out = tmp_path / "ranked.csv"
+    registry = tmp_path / "var" / "mlflow.db"
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{registry}",
+        "PIPECAST_DATA_DIR": str(tmp_path / "no-export"),
+    }
+    message = refused(run(["score", "leads", str(leads), "--out", str(out)], env), says)
+    assert message.startswith("error: The lead list was refused") and "CRM export" not in message
+    assert not out.exists() and not registry.exists()
+
+
+@pytest.mark.parametrize("value", ["7", "-0.1", "five percent"])
+def test_a_quarantine_threshold_that_is_not_a_share_is_refused(tmp_path: Path, value: str) -> None:
+    folder = write_valid(tmp_path / "export")
+    result = run(["validate", "--data", str(folder)], env={"PIPECAST_QUARANTINE_THRESHOLD": value})
+    refused(result, f"PIPECAST_QUARANTINE_THRESHOLD={value!r}", "A setting is not valid")

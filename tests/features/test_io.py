@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.contract import ContractError
+from features.errors import InputError
 from features.io import Export, read_export, read_leads_file, write_export
 
 OPPORTUNITIES = """\
@@ -145,3 +147,122 @@ def test_a_parquet_table_with_its_id_as_the_index_is_read(tmp_path: Path) -> Non
     frame.to_parquet(tmp_path / "list.parquet")
     leads = read_leads_file(tmp_path / "list.parquet")
     assert list(leads["lead_id"]) == ["L1", "L2"]
+
+
+# ----------------------------------------------------------------------------------------
+# undated exports
+# ----------------------------------------------------------------------------------------
+
+
+def test_an_undated_lead_export_is_read(tmp_path: Path) -> None:
+    """Leads with an outcome and attributes but no dates: usable, only not in time order."""
+    folder = tmp_path / "undated"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(
+        "lead_id,is_sqo,source,employees\nL1,yes,inbound,10\nL2,no,outbound,20\n",
+        encoding="utf-8",
+    )
+    export = read_export(folder)
+    assert export.leads is not None and export.leads["is_sqo"].tolist() == [True, False]
+    assert not export.has_dates() and not export.has_dates("leads")
+    assert export.export_date is None
+    # an as-of day cannot be placed, so it is not refused either
+    assert export.check_as_of(pd.Timestamp("2026-01-01")) == pd.Timestamp("2026-01-01")
+    with pytest.raises(InputError, match="holds no dates"):
+        _ = export.exported_at
+
+
+def test_a_partly_dated_export_uses_the_dates_it_has(tmp_path: Path) -> None:
+    folder = tmp_path / "partly"
+    folder.mkdir()
+    (folder / "leads.csv").write_text(
+        "lead_id,created_at,is_sqo\nL1,,yes\nL2,2026-02-01,no\nL3,,no\n", encoding="utf-8"
+    )
+    export = read_export(folder)
+    assert export.has_dates("leads") and export.has_dates()
+    assert not export.has_dates("opportunities")
+    assert export.exported_at == pd.Timestamp("2026-02-01")
+
+
+# ----------------------------------------------------------------------------------------
+# lead lists to score
+# ----------------------------------------------------------------------------------------
+
+
+def _list(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bdr-list.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "id,created_at\nL1,2026-01-01\n",
+            "bdr-list.csv, column 'lead_id': a required column is missing; expected a header "
+            "with lead_id (found: id, created_at)",
+        ),
+        (
+            "lead_id,employees\nL1,10\nL2,20\nL1,30\nL2,40\n",
+            "bdr-list.csv, column 'lead_id': 2 lead id(s) appear on more than one row (e.g. L1, "
+            "L2) (lines 2, 3, 4, 5)",
+        ),
+        (
+            "lead_id,employees\nL1,10\nL2,about 50\nL3,\n",
+            "bdr-list.csv, column 'employees': 1 value(s) are not numbers (line 3)",
+        ),
+        (
+            "lead_id,created_at\nL1,2026-01-01\nL2,01/02/2026\nL3,2026-02-30\n",
+            "bdr-list.csv, column 'created_at': 2 value(s) are not dates (lines 3, 4)",
+        ),
+        (
+            "lead_id,employees\nL1,10\nL2,-5\n",
+            "bdr-list.csv, column 'employees': 1 value(s) are negative (line 3)",
+        ),
+        (
+            "lead_id,employees\nL1,10\n,20\n",
+            "bdr-list.csv, column 'lead_id': 1 row(s) leave it empty (line 3)",
+        ),
+        ("lead_id,employees\n", "bdr-list.csv: holds no leads (only a header)"),
+        ("", "bdr-list.csv: cannot be read as a table"),
+    ],
+    ids=[
+        "no lead_id",
+        "duplicates",
+        "number",
+        "date",
+        "negative",
+        "empty id",
+        "header only",
+        "empty file",
+    ],
+)
+def test_a_broken_lead_list_is_refused_as_a_lead_list(tmp_path: Path, text: str, says: str) -> None:
+    with pytest.raises(ContractError) as info:
+        read_leads_file(_list(tmp_path, text))
+    message = str(info.value)
+    assert message.startswith("The lead list was refused"), message
+    assert "CRM export" not in message
+    assert says in message, message
+
+
+def test_a_lead_list_without_a_declared_feature_column_is_refused(tmp_path: Path) -> None:
+    path = _list(tmp_path, "lead_id,source\nL1,inbound\n")
+    with pytest.raises(ContractError, match="The lead list was refused") as info:
+        read_leads_file(path, extra_columns=["landing_page"])
+    assert "bdr-list.csv, column 'landing_page': a required column is missing" in str(info.value)
+
+
+def test_a_parquet_lead_list_with_list_cells_is_refused(tmp_path: Path) -> None:
+    """A column of lists or records (Parquet nested types) has no one value per lead."""
+    path = tmp_path / "list.parquet"
+    pd.DataFrame(
+        {"lead_id": ["L1", "L2", "L3"], "industry": [["SaaS", "Fintech"], None, ["Retail"]]}
+    ).to_parquet(path)
+    with pytest.raises(ContractError) as info:
+        read_leads_file(path)
+    assert (
+        "The lead list was refused: list.parquet, column 'industry': holds lists (a nested "
+        "Parquet type), which cannot be used as a value (lines 1, 3)" in str(info.value)
+    )

@@ -243,7 +243,40 @@ def test_leads_with_only_is_sqo(tmp_path: Path) -> None:
     assert src.loc["(none)", "sqos"] == 1
     assert report.unavailable["win_rates"] == "no opportunities file"
     assert "sqo_by_signal" in report.unavailable and "meeting_to_sqo" in report.unavailable
+    assert not report.dated
     console = Console(record=True, width=200)
     render_validation(report, console)
-    assert "50.0%" in console.export_text()
+    text = console.export_text()
+    assert "50.0%" in text and "Export date: no dates" in text
     assert not math.isnan(src.loc["inbound", "decided"])
+
+
+def test_quarantined_rows_are_counted_and_listed(tmp_path: Path) -> None:
+    """A deal closed before it was created is left out of the rates, and shown as such."""
+    folder = write(
+        tmp_path,
+        {
+            "opportunities.csv": OPPORTUNITIES.replace(
+                "O3,A3,2026-01-01,Closed Lost,lost,2026-02-01",
+                "O3,A3,2026-01-01,Closed Lost,lost,2025-12-01",
+            ),
+            "dataset.yaml": DATASET,
+        },
+    )
+    report = summarize(read_export(folder, quarantine_threshold=1.0))
+    counts = report.counts.set_index(["table", "what"])["count"]
+    assert counts[("opportunities", "rows")] == 7
+    assert counts[("opportunities", "quarantined (left out)")] == 1
+    assert counts[("opportunities", "lost")] == 1
+    assert report.quarantine[["line", "id", "reason"]].values.tolist() == [
+        [4, "O3", "closed_at before created_at"]
+    ]
+    # the SMB win rate no longer counts the lost O3: 2 won of 2 closed
+    assert report.win_rates is not None
+    assert report.win_rates.set_index("segment").loc["SMB", "win_rate"] == 1.0
+    console = Console(record=True, width=200)
+    render_validation(report, console)
+    text = console.export_text()
+    assert "follows the data contract; 1 row(s) quarantined" in text
+    assert "Quarantined rows" in text and "closed_at before created_at" in text
+    assert "2025-12-01" in text
