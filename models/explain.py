@@ -23,7 +23,7 @@ Numbers and text only: no I/O here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -604,4 +604,383 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "days_since_last_contacted": _missing_or(
         "never contacted", lambda v: f"last contacted {_count(_n(v), 'day')} ago"
     ),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# lead reasons in a BDR's words (vectorised: one pass per reason, never per row)
+# ----------------------------------------------------------------------------------------
+
+#: positive reasons shown per lead, and reasons that hold it back
+LEAD_REASONS_UP, LEAD_REASONS_DOWN = 3, 1
+#: a reason must move the margin by at least this much (log-odds) to be shown
+MIN_REASON = 0.01
+
+#: lead features that make one reason together (SHAP values add up, so a group's
+#: contribution is the sum of its features'); features not listed are reasons of their own
+LEAD_REASON_GROUPS: dict[str, tuple[str, ...]] = {
+    "persona": (
+        "seniority",
+        "employees",
+        "log_annual_revenue",
+        *(name for name in _TITLE_LABELS),
+    ),
+    # the sequence is picked by the trigger (a signal gets the personal sequence): one reason
+    "signal": ("signal_type", "source_signal_sqo_rate", "sequence"),
+    "source": ("source",),
+    "industry": ("industry", "industry_sqo_rate"),
+    "open_deal": ("account_open_opportunities",),
+    "customer": ("account_won_opportunities",),
+    "account_history": ("account_leads_before", "account_sqos_before"),
+    "bdr": ("sdr_id", "sdr_sqo_rate"),
+    "contact": ("days_since_last_contacted",),
+    "geography": ("region", "country"),
+}
+
+_SIGNAL_WORDS = {
+    "funding": "buying signal: new funding",
+    "hiring": "buying signal: hiring",
+    "new_executive": "buying signal: new executive",
+    "intent_surge": "buying signal: intent surge",
+    "technology_change": "buying signal: technology change",
+}
+_SOURCE_WORDS = {
+    "inbound": "inbound request",
+    "outbound": "cold outbound",
+    "event": "met at an event",
+    "webinar": "webinar attendee",
+    "content": "downloaded content",
+    "partner": "partner referral",
+    "referral": "referral",
+    "expansion": "expansion at a customer",
+}
+_SENIORITY_WORDS = {
+    "c-level": "C-level exec",
+    "vp": "VP",
+    "director": "Director",
+    "head": "Head",
+    "manager": "Manager",
+    "individual contributor": "individual contributor",
+    "founder": "Founder",
+    "owner": "Owner",
+}
+#: title flags in the order their word wins when a title holds several
+_TITLE_SENIORITY = (
+    ("title_chief", "C-level exec"),
+    ("title_vp", "VP"),
+    ("title_founder", "Founder"),
+    ("title_head", "Head"),
+    ("title_director", "Director"),
+    ("title_manager", "Manager"),
+)
+_TITLE_FUNCTION = (
+    ("title_sales", "sales"),
+    ("title_marketing", "marketing"),
+    ("title_it", "IT"),
+    ("title_finance", "finance"),
+    ("title_operations", "operations"),
+)
+
+
+def lead_reasons(
+    model: Any,
+    X: pd.DataFrame,
+    *,
+    up: int = LEAD_REASONS_UP,
+    down: int = LEAD_REASONS_DOWN,
+) -> pd.Series:
+    """Why each lead scored what it did, in a BDR's words, strongest first.
+
+    Parameters
+    ----------
+    model
+        The SQO-likelihood model as served (or a bare LightGBM probability model).
+    X
+        ``features.lead.build`` output as of the scoring day (index ``lead_id``).
+    up, down
+        Reasons that raise the score shown at most, then reasons that hold it back.
+
+    Returns
+    -------
+    Series
+        Per lead, e.g. ``"VP in sales at a 950-person company; buying signal: hiring; but cold
+        outbound"``: the reasons that raise the score, largest first, then ``but …`` for what
+        holds it back. Features of one reason (title, seniority and company size make the
+        buyer) are added up, so the reason's weight is theirs together. A model without a
+        booster gets :func:`explain`'s texts; none at all gives "".
+
+    Notes
+    -----
+    Time meaning is the features': everything in a reason was known at the end of the
+    scoring day. The texts are built column-wise: one vectorised phrase per reason over the
+    leads whose reason it is, never a loop over leads.
+    """
+    n = len(X)
+    if n == 0:
+        return pd.Series([], index=X.index, dtype="string")
+    clf = lightgbm_classifier(model)
+    if clf is None:
+        texts = explain(model, X).texts()
+        return texts.str.replace(r" \((?:\+|\u2212)\)", "", regex=True).astype("string")
+    contrib, _ = contributions(clf, X)
+    names, members = _reason_groups([c for c in contrib.columns if c not in HIDDEN_FEATURES])
+    weights = np.column_stack(
+        [contrib[cols].to_numpy(dtype="float64").sum(axis=1) for cols in members]
+    )
+    weights = np.nan_to_num(weights, nan=0.0)
+    order_up = np.argsort(-weights, axis=1, kind="stable")[:, :up]
+    order_down = np.argsort(weights, axis=1, kind="stable")[:, :down]
+    rows = np.arange(n)
+    text = np.full(n, "", dtype=object)
+    for s in range(order_up.shape[1]):
+        g = order_up[:, s]
+        show = weights[rows, g] >= MIN_REASON
+        if s == 0:
+            # a lead with no reason that clears the bar still gets its strongest one
+            show = show | (np.abs(weights).max(axis=1) < MIN_REASON)
+            g = np.where(show & (weights[rows, g] < MIN_REASON), np.abs(weights).argmax(axis=1), g)
+        phrase = _phrases_for(names, members, g, show, X)
+        text = np.where(
+            show & (text != ""), text + SEPARATOR + phrase, np.where(show, phrase, text)
+        )
+    for s in range(order_down.shape[1]):
+        g = order_down[:, s]
+        show = weights[rows, g] <= -MIN_REASON
+        phrase = _phrases_for(names, members, g, show, X)
+        but = np.where(text != "", text + SEPARATOR + "but ", "held back: ")
+        text = np.where(show, but + phrase, text)
+    return pd.Series(text, index=X.index, dtype="string")
+
+
+def _reason_groups(columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Reason names and their model columns (a feature in no group is a reason of its own)."""
+    names: list[str] = []
+    members: list[list[str]] = []
+    grouped: set[str] = set()
+    for name, feats in LEAD_REASON_GROUPS.items():
+        cols = [c for c in feats if c in columns]
+        grouped.update(cols)
+        if cols:
+            names.append(name)
+            members.append(cols)
+    for c in columns:
+        if c not in grouped:
+            names.append(c)
+            members.append([c])
+    return names, members
+
+
+def _phrases_for(
+    names: list[str], members: list[list[str]], group: np.ndarray, show: np.ndarray, X: pd.DataFrame
+) -> np.ndarray:
+    """The phrase of reason ``group[i]`` for each shown row i (one vectorised call per reason)."""
+    out = np.full(len(X), "", dtype=object)
+    for gi in np.unique(group[show]):
+        rows = np.flatnonzero(show & (group == gi))
+        part = X.iloc[rows]
+        name = names[int(gi)]
+        phrase = _LEAD_PHRASES.get(name)
+        if phrase is not None:
+            out[rows] = phrase(part)
+        else:
+            out[rows] = _generic_phrase(members[int(gi)][0], part)
+    return out
+
+
+def _num(X: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in X.columns:
+        return np.full(len(X), np.nan)
+    return pd.to_numeric(X[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _text(X: pd.DataFrame, name: str) -> pd.Series:
+    """A text column ("" when missing or absent), positionally indexed."""
+    if name not in X.columns:
+        return pd.Series([""] * len(X), dtype="string")
+    return X[name].astype("string").fillna("").str.strip().reset_index(drop=True)
+
+
+def _map_words(values: pd.Series, words: Mapping[str, str], fallback: str) -> np.ndarray:
+    """Known values to their words; any other value as ``fallback.format(value)``."""
+    key = values.str.lower()
+    known = key.map(dict(words)).astype("string")
+    other = fallback + values.str.replace("_", " ", regex=False)
+    return known.fillna(other).to_numpy(dtype=object)
+
+
+def _round_people(x: np.ndarray) -> np.ndarray:
+    """Headcount to two significant figures (948 → 950, 44,692 → 45,000)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        digits = np.floor(np.log10(np.maximum(x, 1)))
+        step = 10 ** np.maximum(digits - 1, 0)
+    return np.round(x / step) * step
+
+
+def _persona(X: pd.DataFrame) -> np.ndarray:
+    n = len(X)
+    seniority = _text(X, "seniority")
+    sen = pd.Series(_map_words(seniority, _SENIORITY_WORDS, ""), dtype="string").to_numpy(
+        dtype=object
+    )
+    for flag, word in reversed(_TITLE_SENIORITY):  # the first listed wins: applied last
+        sen = np.where((seniority == "").to_numpy() & (_num(X, flag) >= 0.5), word, sen)
+    func = np.full(n, "", dtype=object)
+    for flag, word in reversed(_TITLE_FUNCTION):
+        func = np.where(_num(X, flag) >= 0.5, word, func)
+    # "Revenue Operations" raises both the sales and the operations flag
+    func = np.where(
+        (_num(X, "title_sales") >= 0.5) & (_num(X, "title_operations") >= 0.5), "RevOps", func
+    )
+    who = np.where(
+        (sen != "") & (func != ""),
+        sen + " in " + func,
+        np.where(sen != "", sen, np.where(func != "", "buyer in " + func, "")),
+    )
+    people = _round_people(_num(X, "employees"))
+    known = np.isfinite(people)
+    size = np.full(n, "", dtype=object)
+    if known.any():
+        size[known] = [f"{int(v):,}-person company" for v in people[known]]
+    return np.where(
+        (who != "") & (size != ""),
+        who + " at a " + size,
+        np.where(who != "", who, np.where(size != "", size, "no title or company size on record")),
+    )
+
+
+def _signal(X: pd.DataFrame) -> np.ndarray:
+    values = _text(X, "signal_type")
+    words = _map_words(values, _SIGNAL_WORDS, "signal: ")
+    sequence = _text(X, "sequence")
+    none = np.where(
+        (sequence == "").to_numpy(),
+        "no buying signal",
+        ("no buying signal (sequence " + sequence + ")").to_numpy(),
+    )
+    return np.where((values == "").to_numpy(), none, words)
+
+
+def _source(X: pd.DataFrame) -> np.ndarray:
+    values = _text(X, "source")
+    words = _map_words(values, _SOURCE_WORDS, "source: ")
+    return np.where((values == "").to_numpy(), "source unknown", words)
+
+
+def _industry(X: pd.DataFrame) -> np.ndarray:
+    values = _text(X, "industry")
+    return np.where(
+        (values == "").to_numpy(), "industry unknown", (values + " industry").to_numpy()
+    )
+
+
+def _count_phrase(x: np.ndarray, zero: str, one: str, many: str, missing: str) -> np.ndarray:
+    """``one``/``many`` (with ``{n}``) by count; ``zero``; ``missing`` for NaN."""
+    out = np.where(np.isnan(x), missing, zero).astype(object)
+    ones = x == 1
+    out[ones] = one
+    more = np.flatnonzero(x > 1)
+    if more.size:
+        head, tail = many.split("{n}")
+        counts = pd.Series(np.round(x[more]).astype(np.int64)).astype(str).to_numpy(dtype=object)
+        out[more] = head + counts + tail
+    return out
+
+
+def _open_deal(X: pd.DataFrame) -> np.ndarray:
+    return _count_phrase(
+        _num(X, "account_open_opportunities"),
+        "no open deal at the account",
+        "account already has an open deal",
+        "account already has {n} open deals",
+        "account not in the CRM yet",
+    )
+
+
+def _customer(X: pd.DataFrame) -> np.ndarray:
+    return _count_phrase(
+        _num(X, "account_won_opportunities"),
+        "not a customer yet",
+        "existing customer (1 won deal)",
+        "existing customer ({n} won deals)",
+        "account not in the CRM yet",
+    )
+
+
+def _account_history(X: pd.DataFrame) -> np.ndarray:
+    leads = _num(X, "account_leads_before")
+    sqos = _num(X, "account_sqos_before")
+    with_sqo = _count_phrase(
+        sqos, "", "1 earlier SQO at the account", "{n} earlier SQOs at the account", ""
+    )
+    tried = _count_phrase(
+        leads,
+        "first lead at the account",
+        "1 earlier lead at the account, not an SQO",
+        "{n} earlier leads at the account, none an SQO",
+        "account not in the CRM yet",
+    )
+    return np.where(with_sqo != "", with_sqo, tried)
+
+
+def _bdr(X: pd.DataFrame) -> np.ndarray:
+    who = _text(X, "sdr_id")
+    rate = _num(X, "sdr_sqo_rate")
+    name = np.where((who == "").to_numpy(), "no BDR assigned", ("BDR " + who).to_numpy())
+    pct = np.full(len(X), "", dtype=object)
+    has = np.isfinite(rate)
+    if has.any():
+        pct[has] = [f" (past SQO rate {100 * v:.0f}%)" for v in rate[has]]
+    return name + pct
+
+
+def _contact(X: pd.DataFrame) -> np.ndarray:
+    days = _num(X, "days_since_last_contacted")
+    return _count_phrase(
+        days,
+        "contacted today",
+        "last contacted yesterday",
+        "last contacted {n} days ago",
+        "never contacted before",
+    )
+
+
+def _geography(X: pd.DataFrame) -> np.ndarray:
+    region, country = _text(X, "region"), _text(X, "country")
+    both = (region != "") & (country != "")
+    return np.where(
+        both.to_numpy(),
+        ("based in " + country + " (" + region + ")").to_numpy(),
+        np.where(
+            (region != "").to_numpy(),
+            ("region " + region).to_numpy(),
+            np.where(
+                (country != "").to_numpy(), ("based in " + country).to_numpy(), "location unknown"
+            ),
+        ),
+    )
+
+
+def _generic_phrase(feature: str, X: pd.DataFrame) -> np.ndarray:
+    """Any other feature: its :func:`factor_text` phrase, once per distinct value."""
+    values = X[feature] if feature in X.columns else pd.Series([None] * len(X))
+    key = values.astype("string").fillna("\x00").to_numpy(dtype=object)
+    firsts = pd.Series(range(len(key))).groupby(key, sort=False).first()
+    phrase = {
+        k: factor_text(feature, _value_of(X, feature, int(i)), 1.0)[: -len(PLUS) - 1]
+        for k, i in firsts.items()
+    }
+    return pd.Series(key, dtype=object).map(phrase).to_numpy(dtype=object)
+
+
+_LEAD_PHRASES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "persona": _persona,
+    "signal": _signal,
+    "source": _source,
+    "industry": _industry,
+    "open_deal": _open_deal,
+    "customer": _customer,
+    "account_history": _account_history,
+    "bdr": _bdr,
+    "contact": _contact,
+    "geography": _geography,
 }
