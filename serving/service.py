@@ -1,25 +1,678 @@
-"""What the API does, without the web: plain functions the routers call (no FastAPI here)."""
+"""What the API does, without the web: plain functions the routers call (no FastAPI here).
+
+Every score the API returns is stored first (model version, request time, as-of, period, ids),
+so that it can be checked against the outcome later; a store that cannot take it makes the
+request fail with 503 rather than hand out a score nobody can check.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+import numpy as np
+import pandas as pd
+
+from features.contract import ContractError, Problem
+from features.errors import InputError
+from features.io import DatasetConfig, Export, coerce_table, read_export, read_leads_file
+from features.labels import lead_labels
+from features.periods import parse_date, quarter_start
+from models import calibration as metrics
+from models.registry import champion_info, registry_client, registry_problem
 from pipecast.config import Settings
-from serving.registry import champion_info
+from serving import scoring
+from serving.champions import MODELS, NO_MODEL, Champion, ChampionHolder
+from serving.errors import RegistryUnavailable, RequestTooLarge
+from serving.lead_list import ListRules
+from serving.store import Batch, DealOutcome, LeadOutcome, Store, UpsertCounts, utcnow
 
-#: each registered model by the short name the API uses for it
-MODELS = {"close_probability": CLOSE_MODEL_NAME, "sqo_likelihood": SQO_MODEL_NAME}
-NO_MODEL = "no model trained yet"
+log = logging.getLogger(__name__)
+
+__all__ = ["MODELS", "NO_MODEL"]
 
 
-def models_overview(settings: Settings) -> list[dict[str, Any]]:
-    """The champion of each model (version, metrics, training data range), or that there is none."""
+def models_overview(
+    settings: Settings, in_service: Mapping[str, str | None] | None = None
+) -> list[dict[str, Any]]:
+    """The champion of each model (version, metrics, training data range), or that there is none.
+
+    ``in_service``: the version of each model this server has loaded, reported beside it.
+    """
     overview = []
+    served = dict(in_service or {})
     for model, name in MODELS.items():
-        info = champion_info(settings, name)
+        try:
+            info = champion_info(settings, name)
+            if info is not None:
+                info.update(_training_tags(settings, name, str(info["version"])))
+        except Exception as exc:  # noqa: BLE001 — MLflow, SQL and network errors alike
+            raise RegistryUnavailable(
+                f"the model registry at {settings.mlflow_tracking_uri} cannot be read: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            ) from exc
         if info is None:
-            overview.append({"model": model, "name": name, "status": NO_MODEL})
+            overview.append(
+                {"model": model, "name": name, "status": NO_MODEL, "in_service": served.get(model)}
+            )
         else:
-            overview.append({"model": model, "status": "champion", **info})
+            overview.append(
+                {"model": model, "status": "champion", "in_service": served.get(model), **info}
+            )
     return overview
+
+
+def _training_tags(settings: Settings, name: str, version: str) -> dict[str, str | None]:
+    """How a champion version was trained, from its registry tags: the split ("time", or
+    "random" for an export without dates, with what that means) and the kind of model."""
+    tags = registry_client(settings).get_model_version(name, version).tags or {}
+    return {
+        "split": tags.get("split") or "time",
+        "split_note": tags.get("split_note"),
+        "kind": tags.get("kind") or tags.get("model_kind"),
+    }
+
+
+def reload_models(champions: ChampionHolder) -> dict[str, Any]:
+    """Swap in the current champion of both models (``ReloadFailed`` keeps the old ones)."""
+    current = champions.reload()
+    return {"models": current.versions(), "loaded_at": current.loaded_at}
+
+
+class HealthProbe:
+    """``/health``: store and registry reachability, re-checked at most every ``ttl`` seconds.
+
+    Polled often by load balancers, so it never loads a model and caches its answer briefly.
+    """
+
+    def __init__(
+        self, settings: Settings, store: Store, champions: ChampionHolder, ttl: float = 5.0
+    ) -> None:
+        self._settings, self._store, self._champions, self._ttl = settings, store, champions, ttl
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._answer: tuple[str, str] = ("ok", "ok")
+
+    def check(self) -> dict[str, Any]:
+        with self._lock:
+            if time.monotonic() - self._checked_at > self._ttl:
+                store = self._store.ping() or "ok"
+                registry = registry_problem(self._settings) or "ok"
+                self._answer = (store, registry)
+                self._checked_at = time.monotonic()
+            store, registry = self._answer
+        return {
+            "status": "ok" if store == registry == "ok" else "degraded",
+            "store": store,
+            "registry": registry,
+            "models": self._champions.current.versions(),
+        }
+
+
+def check_rows(n: int, settings: Settings, what: str) -> None:
+    """Refuse more than ``PIPECAST_MAX_ROWS`` rows of ``what`` in one request (413)."""
+    if n > settings.max_rows:
+        raise RequestTooLarge(
+            f"{what}: {n} rows, more than the {settings.max_rows} one request may hold "
+            "(PIPECAST_MAX_ROWS). Send them in several requests."
+        )
+
+
+def week_of_quarter(day: date | pd.Timestamp, fiscal_year_start_month: int) -> int:
+    """1 for the first seven days of the fiscal quarter of ``day``, 2 for the next seven, …"""
+    start = quarter_start(pd.Timestamp(day).normalize(), fiscal_year_start_month)
+    return int((pd.Timestamp(day).normalize() - start).days // 7 + 1)
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows: NaN and NA become null, numpy scalars Python ones."""
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    return [{str(k): _plain(v) for k, v in row.items()} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _text_column(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame.columns:
+        return pd.Series(pd.NA, index=frame.index, dtype="string")
+    return frame[column].astype("string")
+
+
+# ----------------------------------------------------------------------------------------
+# scoring
+# ----------------------------------------------------------------------------------------
+
+
+#: the pipeline tables a request may carry inline (contract columns)
+INLINE_TABLES = ("opportunities", "stage_history", "activities")
+
+
+def inline_export(settings: Settings, tables: Mapping[str, Sequence[dict[str, Any]]]) -> Export:
+    """An export from tables posted in a request, checked as an export folder would be.
+
+    The rows are written as CSV to a temporary folder (with the server's ``dataset.yaml``, for
+    its stages and fiscal year) and read by the contract reader, so they get the same checks and
+    quarantine as a file; a problem is reported by table and row (counted from 0), not by line.
+    """
+    n_rows = sum(len(rows) for rows in tables.values())
+    check_rows(n_rows, settings, "inline pipeline rows")
+    with tempfile.TemporaryDirectory(prefix="pipecast-inline-") as folder:
+        root = Path(folder)
+        for config in ("dataset.yaml", "dataset.yml"):
+            if (settings.data_dir / config).is_file():
+                shutil.copyfile(settings.data_dir / config, root / config)
+        for name, rows in tables.items():
+            frame = pd.DataFrame.from_records(list(rows)).map(_cell_text)
+            frame.to_csv(root / f"{name}.csv", index=False)
+        try:
+            return read_export(root, require=("opportunities",))
+        except ContractError as exc:
+            raise ContractError(
+                [_inline_problem(p) for p in exc.problems], subject="posted pipeline"
+            ) from None
+
+
+def _inline_problem(problem: Problem) -> Problem:
+    name = problem.file.removesuffix(".csv")
+    if name in INLINE_TABLES:
+        return _as_rows(problem, name)
+    return problem
+
+
+def score_pipeline(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    *,
+    as_of: str | None = None,
+    period: str | None = None,
+    tables: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Every deal open at ``as_of`` scored, stored, returned.
+
+    The pipeline is ``tables`` when given (:func:`inline_export`), else the server's export.
+    ``as_of`` defaults to the export date and ``period`` to the fiscal quarter of ``as_of``.
+    """
+    if tables:
+        export = inline_export(settings, tables)
+    else:
+        export = read_export(settings.data_dir, require=("opportunities",))
+    day, chosen = scoring.pipeline_day_and_period(export, as_of=as_of, period=period)
+    table, features = scoring.score_open_pipeline(
+        champion.model, export, as_of=day, period=chosen, model_version=champion.version
+    )
+    check_rows(len(table), settings, "open opportunities to score")
+    ids = table["opportunity_id"].astype("string")
+    segment = _text_column(features, "segment").reindex(ids.to_numpy())
+    amount = pd.to_numeric(
+        features["amount"] if "amount" in features.columns else pd.Series(np.nan, features.index),
+        errors="coerce",
+    ).reindex(ids.to_numpy())
+    week = week_of_quarter(day, export.config.fiscal_year_start_month)
+    rows = [
+        {
+            "opportunity_id": oid,
+            "p_win": p,
+            "p_win_in_period": pp,
+            "expected_value": ev,
+            "amount": a,
+            "segment": seg,
+            "week_of_quarter": week,
+        }
+        for oid, p, pp, ev, a, seg in zip(
+            ids.to_numpy(),
+            table["p_win"].to_numpy(),
+            table["p_win_in_period"].to_numpy(),
+            table["expected_value"].to_numpy(),
+            amount.to_numpy(),
+            segment.to_numpy(),
+            strict=True,
+        )
+    ]
+    store.save_scores(
+        Batch(
+            kind="opportunities",
+            model="close_probability",
+            model_name=champion.name,
+            model_version=champion.version,
+            as_of=day.date(),
+            requested_at=utcnow(),
+            request_id=request_id,
+            period_label=chosen.label,
+            period_start=chosen.start.date(),
+            period_end=chosen.end.date(),
+        ),
+        rows,
+    )
+    return {
+        "as_of": day.date(),
+        "period": {"label": chosen.label, "start": chosen.start.date(), "end": chosen.end.date()},
+        "model_version": champion.version,
+        "n_deals": len(table),
+        "deals": _records(table),
+    }
+
+
+def leads_from_records(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Posted leads as a contract ``leads`` table; a bad value names the field and the row.
+
+    Rows are counted from 0, as in the posted list.
+    """
+    raw = pd.DataFrame.from_records(list(records))
+    if raw.empty or "lead_id" not in raw.columns:
+        raise InputError("leads: every lead needs a lead_id (the list is empty or has none).")
+    # strings as the contract reader gets them from a file: it parses dates, numbers, flags
+    raw = raw.map(_cell_text)
+    body = Path("leads")  # no suffix: coerce_table numbers rows from 2 (a CSV's first line)
+    frame, problems = coerce_table(raw.astype("string"), "leads", body)
+    if not problems:
+        dup = frame["lead_id"].duplicated(keep=False).to_numpy(dtype=bool)
+        if dup.any():
+            problems.append(
+                Problem(
+                    file="leads",
+                    column="lead_id",
+                    message="some lead ids appear more than once",
+                    lines=tuple(int(i) + 2 for i in np.flatnonzero(dup)[:20]),
+                    n_rows=int(dup.sum()),
+                    expected="each lead once",
+                )
+            )
+    if problems:
+        raise ContractError([_as_rows(p, "leads") for p in problems], subject="lead list")
+    return frame
+
+
+def _cell_text(value: Any) -> str | None:
+    """A posted JSON value as the text a CSV cell would hold (a key left out is empty)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _as_rows(problem: Problem, what: str) -> Problem:
+    """A problem in a posted list: file → the list's name, line numbers → row indexes."""
+    rows = tuple(line - 2 for line in problem.lines)
+    shown = ", ".join(str(r) for r in rows[:5]) + (" …" if problem.n_rows > 5 else "")
+    where = f" (row{'s' if len(rows) != 1 else ''} {shown}, counted from 0)" if rows else ""
+    return Problem(
+        file=f"{what} in the request body",
+        column=problem.column,
+        message=problem.message + where,
+        lines=(),
+        n_rows=problem.n_rows,
+        expected=problem.expected,
+    )
+
+
+def rank_leads(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    leads: pd.DataFrame,
+    *,
+    as_of: str | None = None,
+    rules: ListRules | None = None,
+    request_id: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any], pd.Timestamp]:
+    """A lead list scored, tiered and cut by the list rules (``scoring.score_lead_list``), stored.
+
+    Account history and similar-lead rates come from the server's export when it has one; the
+    scoring day is ``as_of``, else the export date or the newest ``created_at`` of the list.
+    Returns the ranked list, the list rules' summary and the scoring day.
+    """
+    check_rows(len(leads), settings, "leads to score")
+    export = _history_export(settings)
+    day = _lead_scoring_day(as_of, export, leads)
+    table, summary = scoring.score_lead_list(
+        champion.model,
+        leads,
+        model_version=champion.version,
+        as_of=day,
+        history=export if export.tables() else None,
+        rules=rules,
+    )
+    segment = _text_column(leads.set_index(leads["lead_id"].astype("string")), "segment")
+    week = week_of_quarter(day, export.config.fiscal_year_start_month)
+    rows = [
+        {
+            "lead_id": lid,
+            "sqo_probability": p,
+            "rank": None if pd.isna(rank) else int(rank),
+            "tier": None if pd.isna(tier) or tier == "" else str(tier),
+            "excluded_reason": None if pd.isna(reason) else str(reason),
+            "segment": None if pd.isna(seg) else str(seg),
+            "week_of_quarter": week,
+        }
+        for lid, p, rank, tier, reason, seg in zip(
+            table["lead_id"].astype("string").to_numpy(),
+            table["sqo_probability"].to_numpy(),
+            table["rank"].to_numpy(),
+            table["tier"].to_numpy(),
+            table["excluded_reason"].to_numpy(),
+            segment.reindex(table["lead_id"].astype("string").to_numpy()).to_numpy(),
+            strict=True,
+        )
+    ]
+    store.save_scores(
+        Batch(
+            kind="leads",
+            model="sqo_likelihood",
+            model_name=champion.name,
+            model_version=champion.version,
+            as_of=day.date(),
+            requested_at=utcnow(),
+            request_id=request_id,
+        ),
+        rows,
+    )
+    return table, summary, day
+
+
+def score_lead_list(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    *,
+    records: Sequence[dict[str, Any]],
+    as_of: str | None = None,
+    rules: ListRules | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """``POST /score/leads``: posted leads ranked best first (see :func:`rank_leads`)."""
+    check_rows(len(records), settings, "leads to score")
+    table, summary, day = rank_leads(
+        settings,
+        champion,
+        store,
+        leads_from_records(records),
+        as_of=as_of,
+        rules=rules,
+        request_id=request_id,
+    )
+    return {
+        "as_of": day.date(),
+        "model_version": champion.version,
+        "n_leads": len(table),
+        "summary": _plain_tree(summary),
+        "leads": _records(table),
+    }
+
+
+def score_lead_upload(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    upload: BinaryIO,
+    filename: str,
+    *,
+    as_of: str | None = None,
+    rules: ListRules | None = None,
+    request_id: str | None = None,
+) -> Iterator[str]:
+    """``POST /score/leads.csv``: an uploaded list file ranked, as CSV text in pieces.
+
+    The upload is copied to a temporary file in blocks and read with the contract reader, so a
+    bad value is named by its line in the user's file; a ``.parquet`` name is read as Parquet.
+    """
+    suffix = ".parquet" if filename.lower().endswith(".parquet") else ".csv"
+    with tempfile.TemporaryDirectory(prefix="pipecast-upload-") as folder:
+        path = Path(folder) / f"{Path(filename).stem or 'leads'}{suffix}"
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out, length=1 << 20)
+        leads = read_leads_file(path)
+    table, _, _ = rank_leads(
+        settings, champion, store, leads, as_of=as_of, rules=rules, request_id=request_id
+    )
+    return _csv_chunks(table)
+
+
+def _csv_chunks(table: pd.DataFrame, rows_per_chunk: int = 5000) -> Iterator[str]:
+    """The table as CSV (header first), a few thousand rows at a time, for a streamed answer."""
+    for start in range(0, max(len(table), 1), rows_per_chunk):
+        part = table.iloc[start : start + rows_per_chunk]
+        yield part.to_csv(index=False, header=start == 0, date_format="%Y-%m-%d")
+
+
+def _plain_tree(value: Any) -> Any:
+    """A summary made JSON-ready, nested dicts and lists included."""
+    if isinstance(value, dict):
+        return {str(k): _plain_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_tree(v) for v in value]
+    return _plain(value)
+
+
+def _history_export(settings: Settings) -> Export:
+    if settings.data_dir.is_dir():
+        try:
+            return read_export(settings.data_dir)
+        except InputError:
+            log.warning(
+                "the export %s cannot be read; scoring leads on their own columns",
+                settings.data_dir,
+            )
+    return Export(config=DatasetConfig())
+
+
+def _lead_scoring_day(as_of: str | None, export: Export, leads: pd.DataFrame) -> pd.Timestamp:
+    if as_of:
+        return parse_date(as_of, "as_of")
+    candidates = []
+    if export.tables():
+        with contextlib.suppress(InputError):
+            candidates.append(export.exported_at)
+    if "created_at" in leads.columns and leads["created_at"].notna().any():
+        candidates.append(pd.Timestamp(leads["created_at"].max()).normalize())
+    if candidates:
+        return max(candidates)
+    return pd.Timestamp(utcnow()).normalize()
+
+
+# ----------------------------------------------------------------------------------------
+# outcomes
+# ----------------------------------------------------------------------------------------
+
+
+def _day(value: date | datetime | None) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def record_outcomes(
+    settings: Settings,
+    store: Store,
+    *,
+    opportunities: Sequence[dict[str, Any]] = (),
+    leads: Sequence[dict[str, Any]] = (),
+    source: str = "api",
+) -> dict[str, Any]:
+    """Store how deals ended and whether leads became SQOs (idempotent upserts).
+
+    ``opportunities``: ``opportunity_id, status (won|lost), closed_at, amount``; ``leads``:
+    ``lead_id`` with ``sqo_at`` and/or ``is_sqo``. The same id twice in one request is taken
+    once when both rows say the same, and refused (naming both rows) when they disagree.
+    """
+    check_rows(len(opportunities) + len(leads), settings, "outcomes")
+    deals = [
+        DealOutcome(
+            opportunity_id=str(o["opportunity_id"]),
+            status=str(o["status"]),
+            closed_at=_day(o["closed_at"]),  # type: ignore[arg-type]
+            amount=None if o.get("amount") is None else float(o["amount"]),
+        )
+        for o in opportunities
+    ]
+    people = [
+        LeadOutcome(
+            lead_id=str(lead["lead_id"]),
+            is_sqo=bool(lead["is_sqo"]) if lead.get("is_sqo") is not None else True,
+            sqo_at=_day(lead.get("sqo_at")),
+        )
+        for lead in leads
+    ]
+    deals = _unique(deals, "opportunity_id", "opportunities")
+    people = _unique(people, "lead_id", "leads")
+    return {
+        "opportunities": _counts(store.upsert_deal_outcomes(deals, source=source)),
+        "leads": _counts(store.upsert_lead_outcomes(people, source=source)),
+    }
+
+
+def _unique(items: list[Any], key: str, what: str) -> list[Any]:
+    first: dict[str, tuple[int, Any]] = {}
+    for row, item in enumerate(items):
+        ident = getattr(item, key)
+        if ident not in first:
+            first[ident] = (row, item)
+        elif first[ident][1] != item:
+            raise InputError(
+                f"{what}: rows {first[ident][0]} and {row} (counted from 0) give different "
+                f"outcomes for {key} {ident!r}; send one outcome per {key}."
+            )
+    return [item for _, item in first.values()]
+
+
+def _counts(counts: UpsertCounts) -> dict[str, int]:
+    return {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
+
+
+def sync_outcomes(settings: Settings, store: Store, export: Export) -> dict[str, Any]:
+    """Read the outcomes an export knows into the store (idempotent).
+
+    Deals: every won or lost opportunity with its ``closed_at`` and final amount. Leads: every
+    lead whose SQO label the export date settles (``features.labels.lead_labels``: an SQO
+    within the window, or the window passed without one), with its ``sqo_at``.
+    """
+    deals: list[DealOutcome] = []
+    opps = export.opportunities
+    if opps is not None and len(opps):
+        status = opps["status"].astype("string")
+        closed = (status.isin(["won", "lost"]) & opps["closed_at"].notna()).to_numpy(
+            dtype=bool, na_value=False
+        )
+        done = opps.loc[closed]
+        amounts = pd.to_numeric(done["amount"], errors="coerce")
+        deals = [
+            DealOutcome(str(i), str(s), pd.Timestamp(c).date(), None if pd.isna(a) else float(a))
+            for i, s, c, a in zip(
+                done["opportunity_id"].astype("string").to_numpy(),
+                done["status"].astype("string").to_numpy(),
+                done["closed_at"].to_numpy(),
+                amounts.to_numpy(),
+                strict=True,
+            )
+        ]
+    people: list[LeadOutcome] = []
+    if export.leads is not None and len(export.leads):
+        labels = lead_labels(export)
+        sqo_at = (
+            pd.Series(
+                export.leads["sqo_at"].to_numpy(),
+                index=export.leads["lead_id"].astype("string").to_numpy(),
+            )
+            if "sqo_at" in export.leads.columns
+            else None
+        )
+        decided = labels.loc[labels["decided"].to_numpy(dtype=bool)]
+        for lead_id, is_sqo in zip(decided.index, decided["is_sqo"].to_numpy(), strict=True):
+            when = sqo_at.get(lead_id) if sqo_at is not None and is_sqo == 1 else None
+            people.append(
+                LeadOutcome(
+                    str(lead_id),
+                    bool(is_sqo == 1),
+                    None if when is None or pd.isna(when) else pd.Timestamp(when).date(),
+                )
+            )
+    return {
+        "opportunities": _counts(store.upsert_deal_outcomes(deals, source="sync")),
+        "leads": _counts(store.upsert_lead_outcomes(people, source="sync")),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# calibration
+# ----------------------------------------------------------------------------------------
+
+
+def calibration_report(
+    store: Store,
+    *,
+    model: str,
+    since: date | None = None,
+    segment: str | None = None,
+    n_bins: int = 10,
+) -> dict[str, Any]:
+    """Stored predictions of ``model`` against the outcomes known so far.
+
+    Overall headline numbers (``models.calibration.summarize``: n, base rate, mean predicted,
+    AUC, log loss, Brier, ECE), the reliability table, and the same numbers by model version,
+    segment and week of the fiscal quarter of the prediction's as-of day. ``pending`` counts
+    predictions whose outcome is not known yet. For the close-probability model (without a
+    segment), ``forecasts``: each stored forecast of a period that has ended beside the amount
+    won in it according to the outcomes known (``actual_won``, ``error``, ``within_p10_p90``).
+    """
+    rows, pending = store.scored_outcomes(model, since=since, segment=segment)
+    y = rows["y"].to_numpy(dtype="float64")
+    p = rows["p"].to_numpy(dtype="float64")
+    overall = metrics.summarize(y, p, n_bins=n_bins)
+    overall.pop("top_decile_lift", None)
+    table = metrics.reliability_table(y, p, n_bins=n_bins) if len(rows) else None
+
+    def by(column: str) -> list[dict[str, Any]]:
+        if rows.empty:
+            return []
+        keys = rows[column]
+        if column == "week_of_quarter":
+            keys = pd.to_numeric(keys, errors="coerce").astype("Int64")
+        frame = metrics.summarize_by(y, p, keys.astype("string"))
+        frame = frame.drop(columns=["top_decile_lift"], errors="ignore")
+        if column == "week_of_quarter":
+            # week 10 after week 9, not after week 1
+            week = pd.to_numeric(frame["group"], errors="coerce")
+            frame = frame.assign(group=week.astype("Int64")).sort_values("group", kind="stable")
+        return _records(frame.rename(columns={"group": column}))
+
+    forecasts: list[dict[str, Any]] = []
+    if model == "close_probability" and segment is None:
+        made = store.forecasts_against_actuals(ended_before=utcnow().date(), since=since)
+        if not made.empty:
+            actual = made["actual_won"].to_numpy(dtype="float64")
+            made = made.assign(
+                error=actual - made["expected"].to_numpy(dtype="float64"),
+                within_p10_p90=(made["p10"] <= actual) & (actual <= made["p90"]),
+            )
+            forecasts = _records(made.drop(columns=["batch_id"]))
+    return {
+        "model": model,
+        "since": since,
+        "segment": segment,
+        "forecasts": forecasts,
+        "n_predictions": len(rows) + pending,
+        "n_with_outcome": len(rows),
+        "pending": pending,
+        "overall": {k: _plain(v) for k, v in overall.items()},
+        "reliability": [] if table is None else _records(table),
+        "by_model_version": by("model_version"),
+        "by_segment": by("segment"),
+        "by_week_of_quarter": by("week_of_quarter"),
+    }

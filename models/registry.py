@@ -1,8 +1,8 @@
-"""The MLflow model registry as the API reads it: which version is each model's champion.
+"""Reading the MLflow model registry: which version is each model's champion, and loading it.
 
-Reading only — ``training/tracking.py`` is the one module that writes to MLflow. The loader of
-the champion model itself (``load_champion``) belongs in this module too, beside
-:func:`champion_info`, so that serving has one place that talks to the registry.
+Reading only — ``training/tracking.py`` is the one module that writes to MLflow. It lives in
+``models/`` because both sides read the registry: the API loads the champions it scores with,
+and training re-scores the current champion to decide whether a new model may replace it.
 """
 
 from __future__ import annotations
@@ -144,3 +144,20 @@ def load_champion(settings: Settings, name: str) -> tuple[Any, dict[str, Any]]:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     model = mlflow.sklearn.load_model(uri)
     return model, info
+
+
+def registry_problem(settings: Settings) -> str | None:
+    """``None`` when the registry answers (or is a local file not created yet), else why not.
+
+    One cheap query (the first registered model), for health checks.
+    """
+    db = sqlite_file(settings.mlflow_tracking_uri)
+    if db is not None and not db.exists():
+        return None  # nothing trained yet: not an outage
+    try:
+        registry_client(settings).search_registered_models(max_results=1)
+    except Exception as exc:  # noqa: BLE001 — MLflow, SQL and network errors alike
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        return f"the model registry at {settings.mlflow_tracking_uri} cannot be read: {reason}"
+    return None

@@ -1,4 +1,4 @@
-"""``pipecast serve --prepare``: demo data and first training only when needed."""
+"""``pipecast serve --prepare`` (pipecast/prepare.py): demo data and first training only when needed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 
 from pipecast.config import Settings
-from serving.bootstrap import prepare
-from tests.serving.conftest import Registry, settings_for
+from pipecast.prepare import prepare
+from tests.serving.conftest import Registry, build_registry, settings_for
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry where the close-probability model has a champion."""
+    return build_registry(tmp_path_factory.mktemp("mlflow"))
 
 
 class Trainings:
@@ -48,7 +54,7 @@ def test_a_configured_but_missing_data_dir_is_not_filled_with_demo_data(
 ) -> None:
     settings = settings_for(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
     train = Trainings()
-    with caplog.at_level(logging.WARNING, logger="serving.bootstrap"):
+    with caplog.at_level(logging.WARNING, logger="pipecast.prepare"):
         prepare(settings, train=train)
     assert not settings.data_dir.exists()
     assert train.calls == []
@@ -62,7 +68,7 @@ def test_serves_without_models_when_training_is_unavailable(
     monkeypatch.setitem(sys.modules, "training.train", None)
     settings = settings_for(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
     settings.data_dir.mkdir()
-    with caplog.at_level(logging.WARNING, logger="serving.bootstrap"):
+    with caplog.at_level(logging.WARNING, logger="pipecast.prepare"):
         prepare(settings)
     assert "serving without models" in caplog.text
 

@@ -1,6 +1,8 @@
 """``pipecast serve --prepare``: get a fresh clone ready to serve (demo data, first models).
 
-A plain function, no web: the CLI calls it before starting the server.
+Orchestration, so it belongs to the front door: it may call both training (to train the first
+models) and the simulator, which the API itself never does. The CLI calls it before starting
+the server.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
-from pipecast.config import Settings
-from serving.registry import champion_info, ensure_default_registry_dir
+from models.registry import champion_info, ensure_default_registry_dir
+from pipecast.config import DEMO_SEED, Settings
 
 log = logging.getLogger(__name__)
 
-#: the seed of the demo export, so that every fresh clone serves the same demo
-DEMO_SEED = 7
+__all__ = ["DEMO_SEED", "prepare"]
 
 TrainFn = Callable[..., Any]
 
@@ -56,8 +57,7 @@ def prepare(settings: Settings, *, progress: Any = None, train: TrainFn | None =
         return
     if train is None:
         try:
-            # the only place serving/ reaches into training/: a start-up step run by the CLI,
-            # never by the app itself
+            # imported late: a tree without training still serves (without models)
             from training.train import run_training
         except ImportError as exc:
             log.warning("training is not available (%s): serving without models", exc)

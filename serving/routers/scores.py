@@ -1,0 +1,96 @@
+"""Scores of open deals and of lead lists, each stored with its model version."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from serving import service
+from serving.deps import ChampionsDep, RequestIdDep, SettingsDep, StoreDep
+from serving.schemas import (
+    LeadsCsvQuery,
+    ScoreLeadsIn,
+    ScoreLeadsOut,
+    ScoreOpportunitiesIn,
+    ScoreOpportunitiesOut,
+)
+
+router = APIRouter(tags=["scores"])
+
+
+@router.post("/score/opportunities")
+def score_opportunities(
+    body: ScoreOpportunitiesIn,
+    settings: SettingsDep,
+    store: StoreDep,
+    champions: ChampionsDep,
+    request_id: RequestIdDep,
+) -> ScoreOpportunitiesOut:
+    """p_win, p_win_in_period, expected value, flags and top factors of every open deal."""
+    result = service.score_pipeline(
+        settings,
+        champions.get("close_probability"),
+        store,
+        as_of=body.as_of.isoformat() if body.as_of else None,
+        period=body.period,
+        tables=body.tables(),
+        request_id=request_id,
+    )
+    return ScoreOpportunitiesOut.model_validate(result)
+
+
+@router.post("/score/leads")
+def score_leads(
+    body: ScoreLeadsIn,
+    settings: SettingsDep,
+    store: StoreDep,
+    champions: ChampionsDep,
+    request_id: RequestIdDep,
+) -> ScoreLeadsOut:
+    """A lead list ranked by SQO likelihood, best first."""
+    result = service.score_lead_list(
+        settings,
+        champions.get("sqo_likelihood"),
+        store,
+        records=body.leads,
+        rules=body.rules.to_rules(),
+        as_of=body.as_of.isoformat() if body.as_of else None,
+        request_id=request_id,
+    )
+    return ScoreLeadsOut.model_validate(result)
+
+
+@router.post(
+    "/score/leads.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "the ranked list as CSV"}},
+)
+def score_leads_csv(
+    file: Annotated[UploadFile, File(description="the lead list, CSV (or .parquet)")],
+    query: Annotated[LeadsCsvQuery, Query()],
+    settings: SettingsDep,
+    store: StoreDep,
+    champions: ChampionsDep,
+    request_id: RequestIdDep,
+) -> StreamingResponse:
+    """An uploaded lead list ranked best first, as CSV; the list rules as query parameters."""
+    chunks = service.score_lead_upload(
+        settings,
+        champions.get("sqo_likelihood"),
+        store,
+        file.file,
+        file.filename or "leads.csv",
+        as_of=query.as_of.isoformat() if query.as_of else None,
+        rules=query.to_rules(),
+        request_id=request_id,
+    )
+    # the user's file name, reduced to characters that are safe in a header
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", (file.filename or "leads").rsplit(".", 1)[0])[:80]
+    return StreamingResponse(
+        chunks,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{stem}-ranked.csv"'},
+    )
