@@ -20,6 +20,7 @@ from features.contract import ContractError
 from features.errors import InputError
 from models.registry import ensure_default_registry_dir
 from pipecast.config import Settings
+from serving import logs
 from serving.champions import ChampionHolder
 from serving.deps import require_api_key
 from serving.errors import RequestTooLarge, Unavailable
@@ -137,6 +138,7 @@ class RequestContext:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_code = 500
+        notes, token = logs.start_request()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status_code
@@ -149,22 +151,28 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            path = scope.get("path", "")
-            access.info(
+            logs.end_request(token)
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+            method, path = scope.get("method", ""), scope.get("path", "")
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status_code,
+                "duration_ms": elapsed_ms,
+                # rows stored and the model versions that scored them (see serving.logs)
+                "rows": notes.get("rows", 0),
+                "model_versions": notes.get("model_versions", {}),
+            }
+            access.log(
+                logging.ERROR if status_code >= 500 else logging.INFO,
                 "request_id=%s method=%s path=%s status=%d ms=%.1f",
                 request_id,
-                scope.get("method", ""),
+                method,
                 path,
                 status_code,
                 elapsed_ms,
-                extra={
-                    "request_id": request_id,
-                    "method": scope.get("method", ""),
-                    "path": path,
-                    "status": status_code,
-                    "ms": round(elapsed_ms, 1),
-                },
+                extra=fields,
             )
 
 
