@@ -3,13 +3,45 @@
 Both functions take an export that need not be the one the models were trained on: a new owner,
 an unseen industry or a missing optional column is handled by the models' own encoding (unknown
 categories and absent columns become missing values), never an error.
+
+A lead list file of any size (``pipecast score leads``, :func:`score_lead_file_cli`) is read,
+scored and written in chunks, so that memory stays flat in the list's length:
+
+1. **read** (:func:`scan_lead_file`): the file in chunks of 100,000 rows, each typed and checked
+   as a whole list is (``features.io.iter_leads_file``, the file's own line numbers); duplicate
+   ids across chunks are found from a 64-bit hash per lead. Every problem of the file is
+   gathered, and a broken list is refused before the model is loaded or anything written.
+   Typed chunks are spooled to a temporary folder beside the output. Kept per lead: the hash,
+   and when the list is its own history (no CRM export) the few columns other leads' features
+   read (``lead_id``, ``account_id``, ``created_at``, outcomes).
+2. **score**: per chunk, the point-in-time features and the probability; the chunk's features
+   are spooled; a compact frame keeps per lead only what the whole-list rules read (row number,
+   probability, and per rule do-not-contact, account, BDR as categorical codes, last contact,
+   the accounts' deals). The rules (tiers by percentile, per-account cap, top N, allocation)
+   run once on it (:func:`serving.lead_list.apply_list_rules`), giving each lead its place in
+   the output. The reason tables are fitted on the 5,000 leads with the smallest id hashes
+   (the same leads whatever the chunking or order).
+3. **explain**: per chunk, reasons where needed (exact TreeSHAP for the kept leads ranked
+   1…2,000, contribution tables for the others, none for leads cut for their rank); the
+   output rows are spooled by output bucket (places ``k·chunk … (k+1)·chunk-1``).
+4. **write**: bucket after bucket, each sorted by place, appended to a temporary file beside
+   the output (CSV, or Parquet row groups through ``pyarrow.parquet.ParquetWriter``), renamed
+   onto the output at the end: kept leads by rank, then excluded ones. No sort larger than a
+   bucket is ever held; a failure leaves no output and the spool is removed.
+
+The output is the file :func:`score_lead_list` gives written by ``features.io.write_table``
+(the tests compare them byte for byte).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +50,26 @@ import pandas as pd
 
 from features import lead as lead_features
 from features import opportunity as opportunity_features
+from features.contract import MAX_LINES_KEPT, ContractError, Problem, problem_at
 from features.errors import InputError
-from features.io import DatasetConfig, Export, read_export, read_leads_file
+from features.io import (
+    LEAD_CHUNK_ROWS,
+    LEAD_LIST,
+    DatasetConfig,
+    Export,
+    check_output_file,
+    iter_leads_file,
+    read_export,
+)
 from features.periods import Period, fiscal_quarter, parse_date, parse_period
 from features.snapshots import cut_export
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
-from models.explain import explain, lead_reasons
+from models.explain import (
+    ReasonTables,
+    explain,
+    fit_reason_tables,
+    lead_reasons,
+)
 from models.registry import load_champion
 from pipecast.config import Settings
 from serving.lead_list import (
@@ -467,14 +513,91 @@ def score_leads(
     return out.drop(columns="_excluded")[LEAD_COLUMNS].reset_index(drop=True)
 
 
-def lead_reason_texts(model: Any, features: pd.DataFrame) -> np.ndarray:
+def lead_reason_texts(
+    model: Any,
+    features: pd.DataFrame,
+    *,
+    tables: ReasonTables | None = None,
+    exact: np.ndarray | None = None,
+) -> np.ndarray:
     """Reasons of each lead in a BDR's words (``models.explain.lead_reasons``); "" when they
-    cannot be had: a champion of an unknown kind must still score."""
+    cannot be had: a champion of an unknown kind must still score. ``tables`` and ``exact``:
+    rows not marked exact take their contributions from the tables."""
     try:
-        return lead_reasons(model, features).fillna("").to_numpy(dtype=object)
+        return (
+            lead_reasons(model, features, tables=tables, exact=exact)
+            .fillna("")
+            .to_numpy(dtype=object)
+        )
     except Exception:  # noqa: BLE001 — reasons are optional; scoring must not fail on them
         log.warning("reasons unavailable for this model; scoring without them", exc_info=True)
         return np.array([""] * len(features), dtype=object)
+
+
+#: kept leads ranked 1…N get reasons from exact TreeSHAP; the rest from contribution tables
+EXACT_REASONS_TOP = 2000
+#: leads of a list the contribution tables are fitted on when the model carries none: those
+#: with the smallest hashes of their lead_id, so that the sample is the same whatever the
+#: list's order or the chunks it is read in
+TABLE_SAMPLE_ROWS = 5_000
+
+
+def _id_hashes(ids: pd.Series | pd.Index) -> np.ndarray:
+    """A stable 64-bit hash of each lead_id (the reason-table sample is drawn by it)."""
+    text = np.asarray(pd.Series(ids).astype("string").fillna("").to_numpy(dtype=object))
+    return np.asarray(pd.util.hash_array(text, categorize=False), dtype=np.uint64)
+
+
+def _table_sample(features: pd.DataFrame, rows: int = TABLE_SAMPLE_ROWS) -> pd.DataFrame:
+    """The ``rows`` leads with the smallest lead_id hashes, in hash order."""
+    h = _id_hashes(features.index)
+    pick = np.argsort(h, kind="stable")[:rows]
+    return features.iloc[pick]
+
+
+def _reason_rows(
+    table: pd.DataFrame, rules: ListRules, exact_top: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of the ruled list get reasons, and which of those exact ones."""
+    need = ~table["excluded_reason"].isin(_rank_cuts(rules)).to_numpy(dtype=bool)
+    if exact_top is None:
+        return need, need.copy()
+    rank = table["rank"].to_numpy(dtype="float64", na_value=np.inf)
+    return need, need & (rank <= exact_top)
+
+
+def _reason_tables(
+    model: Any, needed: np.ndarray, sample: Callable[[], pd.DataFrame]
+) -> tuple[ReasonTables | None, str | None]:
+    """The contribution tables for the rows that need them, fitted on ``sample()`` (drawn
+    only when some row needs them)."""
+    if not needed.any():
+        return None, None
+    # fitted on the list itself, not on the training leads: on a list unlike the training
+    # data (the bank campaigns drift) training tables named the exact top reason of 0% of
+    # the latest leads, list-fitted ones of 100%
+    try:
+        tables = fit_reason_tables(model, sample())
+    except Exception:  # noqa: BLE001 — reasons are optional; scoring must not fail on them
+        log.warning("reason tables unavailable for this model; exact reasons", exc_info=True)
+        return None, None
+    if tables is None:
+        return None, None
+    return tables, f"tables fitted on {tables.rows} leads of the list"
+
+
+def _reason_summary(
+    summary: dict[str, Any],
+    need: np.ndarray,
+    exact: np.ndarray,
+    tables: ReasonTables | None,
+    source: str | None,
+) -> None:
+    summary["reasons_for"] = int(need.sum())
+    summary["exact_reasons_for"] = (
+        int((need & exact).sum()) if tables is not None else int(need.sum())
+    )
+    summary["reason_tables"] = source
 
 
 def _rank_cuts(rules: ListRules) -> list[str]:
@@ -494,6 +617,7 @@ def score_lead_list(
     as_of: Any,
     history: Export | None = None,
     rules: ListRules | None = None,
+    exact_top: int | None = EXACT_REASONS_TOP,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a lead list, tier it and cut it by the list rules; the API and the CLI call this.
 
@@ -519,8 +643,12 @@ def score_lead_list(
         ``lead_id, sqo_probability, rank, tier, reasons, model_version, excluded_reason``, then
         ``assigned_bdr`` when allocating, then the list's own columns; kept leads best first,
         excluded ones last. A lead cut only for its rank (``--top``, BDR capacity) has no
-        reasons: on a long list cut short, explaining only the rest saves most of the time. The summary of :func:`serving.lead_list.apply_list_rules` with
-        ``model_version``.
+        reasons: on a long list cut short, explaining only the rest saves most of the time.
+        The kept leads ranked 1…``exact_top`` are explained by exact TreeSHAP, the others
+        from contribution tables (:func:`models.explain.fit_reason_tables`) fitted on a
+        sample of the list; ``exact_top=None`` explains every lead exactly.
+        The summary of :func:`serving.lead_list.apply_list_rules` with ``model_version`` and
+        how the reasons were had.
     """
     rules = rules or ListRules()
     rules.check()
@@ -566,13 +694,16 @@ def score_lead_list(
     summary["model_version"] = model_version
     # reasons after the rules: a lead cut only for its rank (--top, BDR capacity) needs none,
     # and on a long list cut to a short one that spares most of the explaining
-    cut_by_rank = table["excluded_reason"].isin(_rank_cuts(rules)).to_numpy(dtype=bool)
+    need, exact = _reason_rows(table, rules, exact_top)
+    tables, source = _reason_tables(model, need & ~exact, lambda: _table_sample(features))
     reasons = np.full(len(table), "", dtype=object)
-    explained = table["lead_id"].to_numpy(dtype=object)[~cut_by_rank]
+    explained = table["lead_id"].to_numpy(dtype=object)[need]
     if len(explained):
-        reasons[~cut_by_rank] = lead_reason_texts(model, features.loc[explained])
+        reasons[need] = lead_reason_texts(
+            model, features.loc[explained], tables=tables, exact=exact[need]
+        )
     table["reasons"] = pd.array(reasons, dtype="string")
-    summary["reasons_for"] = int((~cut_by_rank).sum())
+    _reason_summary(summary, need, exact, tables, source)
     # the list's own columns follow, as given (a name the output uses gets a list_ prefix)
     fixed = [*LEAD_COLUMNS, *(["assigned_bdr"] if "assigned_bdr" in table.columns else [])]
     if rules.recontact_days is not None:
@@ -614,42 +745,6 @@ def last_contacts(
     return last
 
 
-def score_leads_cli(
-    settings: Settings,
-    *,
-    leads_file: Path,
-    data_dir: Path | None = None,
-    as_of: str | None = None,
-    rules: ListRules | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``pipecast score leads``: a lead list scored by the champion, tiered and cut by the rules.
-
-    Account history and similar-lead rates come from the export in ``data_dir`` (default:
-    ``PIPECAST_DATA_DIR`` when it exists); without one the leads are scored on their own columns.
-    The list, the export and the rules are checked before the model is loaded: a broken list is
-    refused as such, not with "no model trained yet".
-    """
-    rules = rules or ListRules()
-    leads = read_leads_file(leads_file)
-    rules.check()
-    export = _history_export(settings, data_dir)
-    day = _lead_scoring_day(as_of, export, leads)
-    if rules.needs_accounts() and export.opportunities is None:
-        raise InputError(
-            "--skip-open-accounts / --skip-customers need the accounts' deals: give the CRM "
-            "export with --data (a folder with opportunities and their account_id)."
-        )
-    model, info = load_champion(settings, SQO_MODEL_NAME)
-    return score_lead_list(
-        model,
-        leads,
-        model_version=str(info["version"]),
-        as_of=day,
-        history=export if export.tables() else None,
-        rules=rules,
-    )
-
-
 def _history_export(settings: Settings, data_dir: Path | None) -> Export:
     if data_dir is not None:
         return read_export(data_dir)
@@ -673,6 +768,562 @@ def _lead_scoring_day(as_of: str | None, export: Export, leads: pd.DataFrame) ->
             candidates.append(export.exported_at)
     if "created_at" in leads.columns and leads["created_at"].notna().any():
         candidates.append(pd.Timestamp(leads["created_at"].max()).normalize())
+    if candidates:
+        return max(candidates)
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+
+
+# ----------------------------------------------------------------------------------------
+# a lead list file of any size, in chunks
+# ----------------------------------------------------------------------------------------
+
+#: a progress report: (step, rows done, rows in all or None when not yet known)
+Progress = Callable[[str, int, "int | None"], None]
+
+#: list columns the features read from the other leads when the list is its own history
+_POOL_COLUMNS = ("lead_id", "account_id", "created_at", "sqo_at", "is_sqo")
+_POOL_OUTCOME_COLUMNS = ("sqo_at", "is_sqo")
+
+
+@dataclass
+class ScannedList:
+    """Pass 1 over a lead list file: checked whole, spooled in typed chunks, summarised.
+
+    Holds what the whole-list steps need and nothing per lead but ``pool`` (the few columns
+    the features read from the other leads when the list is its own history; ``None`` when
+    the list has no ``account_id`` and no outcomes, or a CRM export is given).
+    """
+
+    path: Path
+    folder: Path
+    chunks: list[tuple[int, Path]]
+    rows: int
+    latest_created: pd.Timestamp | None
+    has_time: dict[str, bool]
+    pool: pd.DataFrame | None
+    chunk_rows: int
+
+
+def scan_lead_file(
+    path: Path,
+    folder: Path,
+    *,
+    chunk_rows: int = LEAD_CHUNK_ROWS,
+    keep_pool: bool = True,
+    progress: Progress | None = None,
+) -> ScannedList:
+    """Read and check a lead list in chunks; spool each typed chunk into ``folder``.
+
+    Every chunk is checked as :func:`features.io.read_leads_file` checks a whole list, with the
+    file's true line numbers; across chunks, duplicate lead ids and an empty list are refused.
+    Every problem of the whole file is gathered before the list is refused
+    (:class:`features.contract.ContractError`, subject "lead list"): nothing is written.
+    """
+    problems: list[Problem] = []
+    hashes: list[np.ndarray] = []
+    chunks: list[tuple[int, Path]] = []
+    pool: list[pd.DataFrame] = []
+    latest: pd.Timestamp | None = None
+    has_time: dict[str, bool] = {}
+    rows = 0
+    for first, df, found in iter_leads_file(path, chunk_rows=chunk_rows):
+        rows = first + len(df)
+        if progress is not None:
+            progress("reading", rows, None)
+        problems.extend(found)
+        if "lead_id" not in df.columns or df.columns.duplicated().any():
+            break  # a header problem: every chunk would repeat it
+        hashes.append(_id_hashes(df["lead_id"]))
+        if problems:
+            continue  # the list is refused: keep reading only to name every problem
+        for name in df.columns:
+            s = df[name]
+            if pd.api.types.is_datetime64_any_dtype(s):
+                timed = bool(((s - s.dt.normalize()).dropna() != pd.Timedelta(0)).any())
+                has_time[name] = has_time.get(name, False) or timed
+        if "created_at" in df.columns and df["created_at"].notna().any():
+            day = pd.Timestamp(df["created_at"].max()).normalize()
+            latest = day if latest is None else max(latest, day)
+        if keep_pool and _needs_pool(df):
+            pool.append(_pool_part(df))
+        spool = folder / f"list-{len(chunks):05d}.arrow"
+        df.to_feather(spool)
+        chunks.append((first, spool))
+    if not problems and rows == 0:
+        problems.append(
+            Problem(
+                file=path.name,
+                message="holds no leads (only a header)",
+                expected="one lead per row below the header",
+            )
+        )
+    if not problems:
+        problems.extend(_duplicate_ids(path, np.concatenate(hashes), chunks))
+    if problems:
+        raise ContractError(_merge_problems(problems), subject=LEAD_LIST)
+    return ScannedList(
+        path=path,
+        folder=folder,
+        chunks=chunks,
+        rows=rows,
+        latest_created=latest,
+        has_time=has_time,
+        pool=_concat_compact(pool, row_ids=False) if pool else None,
+        chunk_rows=chunk_rows,
+    )
+
+
+def _pool_part(df: pd.DataFrame) -> pd.DataFrame:
+    """What other leads' features read of this chunk's leads, compactly.
+
+    A list without outcomes gives other leads only their account's count of earlier leads:
+    the account (a categorical code) and ``created_at`` suffice. A list with outcomes feeds
+    the similar-lead rates too, which need the outcome and the grouping columns.
+    """
+    if not any(c in df.columns for c in _POOL_OUTCOME_COLUMNS):
+        part = pd.DataFrame({"account_id": df["account_id"].astype("category")})
+        if "created_at" in df.columns:
+            part["created_at"] = df["created_at"].to_numpy()
+        return part
+    groups = {c for cols in lead_features.RATE_GROUPS.values() for c in cols}
+    keep = [c for c in df.columns if c in _POOL_COLUMNS or c in groups or c == "meeting_at"]
+    return df[keep]
+
+
+def _chunk_pool(scan: ScannedList, chunk: pd.DataFrame, first: int) -> pd.DataFrame:
+    """The leads of the list whose features a chunk's leads read: with a compact pool, the
+    chunk's own leads and the others at their accounts (which is all an account count
+    reads; the others get placeholder ids, unlike any lead's)."""
+    pool = scan.pool
+    assert pool is not None
+    if "lead_id" in pool.columns:
+        return pool
+    mine = chunk["account_id"].dropna().unique()
+    mask = pool["account_id"].isin(mine).to_numpy(dtype=bool).copy()
+    mask[first : first + len(chunk)] = False
+    rows = np.flatnonzero(mask)
+    others = pd.DataFrame(
+        {
+            "lead_id": pd.array(["\x00" + str(r) for r in rows], dtype="string"),
+            "account_id": pool["account_id"].iloc[rows].astype("string").to_numpy(),
+        }
+    )
+    own = pd.DataFrame(
+        {
+            "lead_id": chunk["lead_id"].astype("string").to_numpy(),
+            "account_id": chunk["account_id"].astype("string").to_numpy(),
+        }
+    )
+    if "created_at" in pool.columns:
+        others["created_at"] = pool["created_at"].iloc[rows].to_numpy()
+        own["created_at"] = chunk["created_at"].to_numpy()
+    return pd.concat([own, others], ignore_index=True)
+
+
+def _needs_pool(df: pd.DataFrame) -> bool:
+    """Whether the features of a lead read other leads of the list (accounts, outcomes)."""
+    return "account_id" in df.columns or any(c in df.columns for c in _POOL_OUTCOME_COLUMNS)
+
+
+def _duplicate_ids(path: Path, hashes: np.ndarray, chunks: list[tuple[int, Path]]) -> list[Problem]:
+    """Lead ids on more than one row, found by their hashes and confirmed on the ids."""
+    order = np.argsort(hashes, kind="stable")
+    sorted_h = hashes[order]
+    same = np.zeros(hashes.size, dtype=bool)
+    if hashes.size > 1:
+        eq = sorted_h[1:] == sorted_h[:-1]
+        same[order[1:][eq]] = True
+        same[order[:-1][eq]] = True
+    if not same.any():
+        return []
+    rows = np.flatnonzero(same)
+    ids = np.empty(rows.size, dtype=object)
+    for first, spool in chunks:
+        inside = (rows >= first) & (rows < first + _chunk_len(chunks, first, rows))
+        if inside.any():
+            lead_id = pd.read_feather(spool, columns=["lead_id"])["lead_id"]
+            ids[inside] = lead_id.to_numpy(dtype=object)[rows[inside] - first]
+    dup = pd.Series(ids).duplicated(keep=False).to_numpy()  # a hash collision is not a duplicate
+    if not dup.any():
+        return []
+    mask = np.zeros(hashes.size, dtype=bool)
+    mask[rows[dup]] = True
+    shown = pd.unique(pd.Series(ids[dup]).astype(str))
+    return [
+        problem_at(
+            path,
+            "lead_id",
+            f"{len(shown)} lead id(s) appear on more than one row (e.g. {', '.join(shown[:3])})",
+            mask,
+            expected="each id once",
+        )
+    ]
+
+
+def _chunk_len(chunks: list[tuple[int, Path]], first: int, rows: np.ndarray) -> int:
+    starts = [f for f, _ in chunks]
+    i = starts.index(first)
+    return (starts[i + 1] - first) if i + 1 < len(starts) else int(rows.max()) + 1 - first
+
+
+def _merge_problems(problems: list[Problem]) -> list[Problem]:
+    """One problem per (column, what is wrong) over all chunks: lines and counts added up."""
+    merged: dict[tuple[Any, ...], Problem] = {}
+    for p in problems:
+        key = (p.file, p.column, p.expected, re.sub(r"^\d+ ", "", p.message))
+        if key not in merged:
+            merged[key] = p
+            continue
+        q = merged[key]
+        n = q.n_rows + p.n_rows
+        message = (
+            re.sub(r"^\d+ ", f"{n} ", q.message) if re.match(r"^\d+ ", q.message) else q.message
+        )
+        merged[key] = replace(
+            q, lines=(q.lines + p.lines)[:MAX_LINES_KEPT], n_rows=n, message=message
+        )
+    return list(merged.values())
+
+
+def score_scanned_list(
+    model: Any,
+    scan: ScannedList,
+    out_file: Path,
+    *,
+    model_version: str,
+    as_of: Any,
+    history: Export | None = None,
+    rules: ListRules | None = None,
+    exact_top: int | None = EXACT_REASONS_TOP,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score a scanned lead list chunk by chunk and write the ranked list to ``out_file``.
+
+    The same list, rules and model give the same file as :func:`score_lead_list` written by
+    :func:`features.io.write_table` (see the module notes for the passes). Returns the summary.
+    """
+    rules = rules or ListRules()
+    rules.check()
+    day = pd.Timestamp(as_of).normalize()
+    has_history = history is not None and bool(history.tables())
+    if rules.needs_accounts() and (
+        not has_history or history is None or history.opportunities is None
+    ):
+        raise InputError(
+            "--skip-open-accounts / --skip-customers need the accounts' deals: give the CRM "
+            "export with --data (its opportunities with account_id)."
+        )
+    own_history = not (has_history and history is not None)
+    export = history if history is not None and has_history else Export(config=DatasetConfig())
+    n = scan.rows
+    # pass 2: features and scores; the rules' columns kept per lead, compactly
+    parts: list[pd.DataFrame] = []
+    sample: pd.DataFrame | None = None
+    feature_files: list[Path] = []
+    for i, (first, spool) in enumerate(scan.chunks):
+        chunk = pd.read_feather(spool)
+        if own_history:
+            # the list is its own history: the other leads it reads, not the whole list
+            pool = _chunk_pool(scan, chunk, first) if scan.pool is not None else chunk.head(0)
+            export = Export(leads=pool, config=DatasetConfig(exported_at=day))
+        features = lead_features.build(export, as_of=day, leads=chunk)
+        p = (
+            np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
+            if len(features)
+            else np.zeros(0)
+        )
+        part = pd.DataFrame({"_row": np.arange(first, first + len(chunk)), "sqo_probability": p})
+        for name in _rule_columns(rules):
+            if name in chunk.columns:
+                values = chunk[name]
+                part[name] = values.astype("category") if name != "do_not_contact" else values
+        for name in ("account_open_opportunities", "account_won_opportunities"):
+            if rules.needs_accounts() and name in features.columns:
+                part[name] = features[name].to_numpy()
+        if rules.recontact_days is not None:
+            part["last_contacted_at"] = last_contacts(
+                chunk, export.activities if has_history else None, as_of=day
+            )
+        parts.append(part)
+        sample = _merge_sample(sample, features)
+        target = scan.folder / f"features-{i:05d}.arrow"
+        features.reset_index().to_feather(target)
+        feature_files.append(target)
+        if progress is not None:
+            progress("scoring", first + len(chunk), n)
+    compact = _concat_compact(parts)
+    del parts
+    table, summary = apply_list_rules(compact, rules=rules, as_of=day)
+    summary["model_version"] = model_version
+    del compact
+    need, exact = _reason_rows(table, rules, exact_top)
+    tables, source = _reason_tables(
+        model, need & ~exact, lambda: sample if sample is not None else pd.DataFrame()
+    )
+    _reason_summary(summary, need, exact, tables, source)
+    # each lead's place in the output and the rules' decisions, in list order
+    rows = table["_row"].to_numpy(dtype=np.int64)
+    place = np.empty(n, dtype=np.int64)
+    place[rows] = np.arange(n)
+    decided = table.drop(columns=[c for c in table.columns if c not in _DECISIONS])
+    decided = decided.assign(_need=need, _exact=exact, _place=np.arange(n))
+    decided = decided.iloc[np.argsort(rows, kind="stable")].reset_index(drop=True)
+    has_time = dict(scan.has_time)
+    if "last_contacted_at" in decided.columns:
+        s = pd.Series(decided["last_contacted_at"])
+        has_time["last_contact_known"] = bool(
+            ((s - s.dt.normalize()).dropna() != pd.Timedelta(0)).any()
+        )
+    del table
+    # pass 3: reasons and output rows, spooled by the output's buckets of places
+    bucket_rows = max(1, scan.chunk_rows)
+    buckets = -(-n // bucket_rows) if n else 0
+    for i, ((first, spool), ffile) in enumerate(zip(scan.chunks, feature_files, strict=True)):
+        chunk = pd.read_feather(spool)
+        features = pd.read_feather(ffile).set_index("lead_id")
+        dec = decided.iloc[first : first + len(chunk)].reset_index(drop=True)
+        out = _output_rows(model, chunk, features, dec, model_version, rules, tables)
+        bucket = dec["_place"].to_numpy() // bucket_rows
+        out["_place"] = dec["_place"].to_numpy()
+        for b in np.unique(bucket):
+            out.loc[bucket == b].reset_index(drop=True).to_feather(
+                scan.folder / f"bucket-{int(b):05d}-{i:05d}.arrow"
+            )
+        spool.unlink()
+        ffile.unlink()
+        if progress is not None:
+            progress("explaining", first + len(chunk), n)
+    # pass 4: each bucket sorted by place and appended: the output in rank order
+    target = check_output_file(out_file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _write_buckets(
+            scan.folder,
+            buckets,
+            tmp,
+            parquet=target.suffix == ".parquet",
+            has_time=has_time,
+            progress=progress,
+            total=n,
+        )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return summary
+
+
+#: the rules' decisions carried from the compact frame to the output
+_DECISIONS = (
+    "sqo_probability",
+    "rank",
+    "tier",
+    "excluded_reason",
+    "assigned_bdr",
+    "last_contacted_at",
+)
+
+
+def _rule_columns(rules: ListRules) -> list[str]:
+    """The list's columns the chosen rules read (the compact frame keeps only these)."""
+    names = ["do_not_contact"]
+    if rules.max_per_account is not None:
+        names.append("account_id")
+    if rules.bdr_capacity is not None or rules.capacity_each is not None:
+        names.append("sdr_id")
+    return names
+
+
+def _concat_compact(parts: list[pd.DataFrame], *, row_ids: bool = True) -> pd.DataFrame:
+    """The chunks' compact frames as one; text columns stay categorical (codes, not strings)."""
+    if not parts:
+        return pd.DataFrame({"_row": [], "sqo_probability": []})
+    from pandas.api.types import union_categoricals
+
+    out: dict[str, Any] = {}
+    for name in parts[0].columns:
+        if isinstance(parts[0][name].dtype, pd.CategoricalDtype):
+            out[name] = union_categoricals([p[name] for p in parts], ignore_order=True)
+        else:
+            out[name] = pd.concat([p[name] for p in parts], ignore_index=True)
+    frame = pd.DataFrame(out)
+    return frame.assign(lead_id=frame["_row"]) if row_ids else frame
+
+
+def _merge_sample(sample: pd.DataFrame | None, features: pd.DataFrame) -> pd.DataFrame:
+    """The reason-table sample so far with this chunk's leads: the smallest id hashes kept."""
+    both = features if sample is None else pd.concat([sample, features])
+    return _table_sample(both)
+
+
+def _output_rows(
+    model: Any,
+    chunk: pd.DataFrame,
+    features: pd.DataFrame,
+    dec: pd.DataFrame,
+    model_version: str,
+    rules: ListRules,
+    tables: ReasonTables | None,
+) -> pd.DataFrame:
+    """The output rows of one chunk, in list order (the columns of :func:`score_lead_list`)."""
+    need = dec["_need"].to_numpy(dtype=bool)
+    reasons = np.full(len(chunk), "", dtype=object)
+    if need.any():
+        reasons[need] = lead_reason_texts(
+            model,
+            features.iloc[np.flatnonzero(need)],
+            tables=tables,
+            exact=dec["_exact"].to_numpy(dtype=bool)[need],
+        )
+    table = pd.DataFrame(
+        {
+            "lead_id": chunk["lead_id"].astype("string").to_numpy(),
+            "sqo_probability": dec["sqo_probability"].to_numpy(),
+            "rank": dec["rank"].array,
+            "tier": dec["tier"].array,
+            "reasons": pd.array(reasons, dtype="string"),
+            "model_version": model_version,
+            "excluded_reason": dec["excluded_reason"].array,
+        }
+    )
+    fixed = list(LEAD_COLUMNS)
+    if "assigned_bdr" in dec.columns:
+        table["assigned_bdr"] = dec["assigned_bdr"].array
+        fixed.append("assigned_bdr")
+    if rules.recontact_days is not None:
+        table["last_contact_known"] = dec["last_contacted_at"].to_numpy()
+        fixed.append("last_contact_known")
+    rest = chunk.rename(
+        columns={c: f"list_{c}" for c in chunk.columns if c in fixed and c != "lead_id"}
+    )
+    rest = rest.drop(columns="lead_id")
+    return pd.concat([table[fixed], rest.reset_index(drop=True)], axis=1)
+
+
+def _write_buckets(
+    folder: Path,
+    buckets: int,
+    tmp: Path,
+    *,
+    parquet: bool,
+    has_time: Mapping[str, bool],
+    progress: Progress | None,
+    total: int,
+) -> None:
+    """Append bucket after bucket, each sorted by place, to ``tmp`` (CSV or Parquet)."""
+    writer: Any = None
+    schema: Any = None
+    done = 0
+    with tmp.open("w", encoding="utf-8", newline="") as text:
+        for b in range(buckets):
+            files = sorted(folder.glob(f"bucket-{b:05d}-*.arrow"))
+            part = pd.concat([pd.read_feather(f) for f in files], ignore_index=True)
+            part = part.sort_values("_place", kind="stable").drop(columns="_place")
+            for f in files:
+                f.unlink()
+            if parquet:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                arrow = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
+                if writer is None:
+                    schema = arrow.schema
+                    writer = pq.ParquetWriter(str(tmp), schema)
+                writer.write_table(arrow.cast(schema))
+            else:
+                _csv_text(part, has_time).to_csv(text, index=False, header=b == 0)
+            done += len(part)
+            if progress is not None:
+                progress("writing", done, total)
+    if writer is not None:
+        writer.close()
+
+
+def _csv_text(df: pd.DataFrame, has_time: Mapping[str, bool]) -> pd.DataFrame:
+    """``df`` formatted as :func:`features.io.write_table` formats a whole table: a date
+    column shows its times when any value of the WHOLE column has one (``has_time``)."""
+    out = df.copy()
+    for name in out.columns:
+        s = out[name]
+        if pd.api.types.is_datetime64_any_dtype(s):
+            fmt = "%Y-%m-%dT%H:%M:%S" if has_time.get(str(name), False) else "%Y-%m-%d"
+            out[name] = s.dt.strftime(fmt)
+        elif isinstance(s.dtype, pd.BooleanDtype) or pd.api.types.is_bool_dtype(s):
+            out[name] = s.map(lambda v: "" if pd.isna(v) else ("true" if v else "false")).astype(
+                "string"
+            )
+    return out
+
+
+def score_lead_file_cli(
+    settings: Settings,
+    *,
+    leads_file: Path,
+    out_file: Path,
+    data_dir: Path | None = None,
+    as_of: str | None = None,
+    rules: ListRules | None = None,
+    chunk_rows: int = LEAD_CHUNK_ROWS,
+    exact_top: int | None = EXACT_REASONS_TOP,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``pipecast score leads``: a lead list file of any size scored in chunks into ``out_file``.
+
+    The list is read and checked whole (pass 1) before the export is read or the model is
+    loaded; a broken list is refused with its lines and nothing is written. Returns the
+    summary.
+    """
+    rules = rules or ListRules()
+    rules.check()
+    target = check_output_file(out_file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as folder:
+        export = _history_export(settings, data_dir)
+        has_history = bool(export.tables())
+        scan = scan_lead_file(
+            Path(leads_file),
+            Path(folder),
+            chunk_rows=chunk_rows,
+            keep_pool=not has_history,
+            progress=progress,
+        )
+        day = _scoring_day(as_of, export, scan.latest_created)
+        if rules.needs_accounts() and export.opportunities is None:
+            raise InputError(
+                "--skip-open-accounts / --skip-customers need the accounts' deals: give the CRM "
+                "export with --data (a folder with opportunities and their account_id)."
+            )
+        model, info = load_champion(settings, SQO_MODEL_NAME)
+        return score_scanned_list(
+            model,
+            scan,
+            target,
+            model_version=str(info["version"]),
+            as_of=day,
+            history=export if has_history else None,
+            rules=rules,
+            exact_top=exact_top,
+            progress=progress,
+        )
+
+
+def _scoring_day(
+    as_of: str | None, export: Export, latest_created: pd.Timestamp | None
+) -> pd.Timestamp:
+    """As :func:`_lead_scoring_day`, from the list's latest ``created_at`` day."""
+    if as_of:
+        return parse_date(as_of)
+    candidates = []
+    if export.tables():
+        with contextlib.suppress(InputError):
+            candidates.append(export.exported_at)
+    if latest_created is not None:
+        candidates.append(latest_created)
     if candidates:
         return max(candidates)
     return pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()

@@ -1,0 +1,711 @@
+"""The bookings forecast of a period: distribution, quota odds, new business and roll-ups.
+
+Numbers only (no I/O). Time meaning: everything describes one forecast made at the END of day
+``as_of`` for one period ``[start, end]`` (whole days, both inclusive):
+
+* the deals **open** at as_of each close inside the period with their ``p_win_in_period``,
+  independently of one another; a deal's bookings are its amount in force at as_of;
+* **won to date** are the deals already won inside the period on or before as_of: certain;
+* **new business** are deals not yet created at as_of that will be created and won inside the
+  period. Their rate is read from comparable past periods (the same period shifted back by whole
+  periods, each cut at the same position as as_of), using deals created and won then — every one
+  of them known at as_of (the past window ended on or before as_of).
+
+The distribution of the open deals' bookings ``Σ amount_i · B_i`` (``B_i`` ~ Bernoulli(p_i)) is
+exact (a convolution over the distinct sums) while the number of distinct sums stays small —
+which is the case that matters, a quarter decided by a handful of big deals — and a Monte Carlo
+simulation with a fixed seed otherwise. Monte Carlo draws are added chunk by chunk until the
+standard error of each of P10, P50 and P90 is at most a quarter of :data:`TOLERANCE` of the
+expected total, so that two runs with different seeds agree within ``TOLERANCE`` (0.5%) of the
+forecast (two standard errors on each side).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.io import Export
+from features.periods import Period
+
+log = logging.getLogger(__name__)
+
+#: a deal at or above this p_win_in_period is "commit", at or above the next "best case"
+COMMIT_THRESHOLD = 0.7
+BEST_CASE_THRESHOLD = 0.4
+#: probability categories, highest first
+CATEGORIES = ("commit", "best_case", "pipeline")
+#: the forecast percentiles, as probabilities
+PERCENTILES = {"p10": 0.10, "p50": 0.50, "p90": 0.90}
+#: an exact distribution may have at most this many distinct values
+MAX_EXACT_SUPPORT = 1 << 16
+#: and the enumeration may touch at most this many sums in all (deal after deal), over at most
+#: this many uncertain deals
+EXACT_WORK = 300_000
+EXACT_MAX_DEALS = 2_000
+#: two Monte Carlo runs agree on P10/P50/P90 within this share of the expected total
+TOLERANCE = 0.005
+MIN_DRAWS = 2_000
+MAX_DRAWS = 1_000_000
+#: at most this many simulated group sums are kept (float32: 200 MB)
+KEPT_NUMBERS = 50_000_000
+#: random numbers per Monte Carlo chunk (bounds memory: about 6 bytes each)
+CHUNK_NUMBERS = 8_000_000
+#: roll-ups are for columns with at most this many values (owner, segment, region, …)
+MAX_GROUPS = 200
+#: comparable past periods read for the new-business rate
+NEW_BUSINESS_WINDOWS = 4
+#: a segment needs this many new-and-won deals over the windows for a rate of its own
+MIN_SEGMENT_NEW_DEALS = 8
+#: the group that new business goes to when its group is unknown
+NEW_BUSINESS_GROUP = "(new business)"
+#: the group of deals whose grouping column is empty
+UNASSIGNED_GROUP = "(unassigned)"
+
+
+# ----------------------------------------------------------------------------------------
+# distributions
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A discrete distribution of bookings: sorted ``values`` with probabilities ``weights``.
+
+    ``method`` is ``"exact"`` (every outcome enumerated) or ``"monte_carlo"`` (``draws``
+    equally likely simulated outcomes).
+    """
+
+    values: np.ndarray
+    weights: np.ndarray
+    method: str = "exact"
+    draws: int = 0
+
+    @classmethod
+    def constant(cls, value: float) -> Distribution:
+        """A certain amount."""
+        return cls(np.array([float(value)]), np.array([1.0]))
+
+    @classmethod
+    def from_draws(cls, draws: np.ndarray) -> Distribution:
+        """The empirical distribution of simulated outcomes (to the whole currency unit).
+
+        Simulated sums carry float32 rounding (well under one unit) and Monte Carlo error far
+        above it: cents would be false precision.
+        """
+        d = np.sort(np.round(np.asarray(draws, dtype="float64")))
+        return cls(d, np.full(d.size, 1.0 / d.size), method="monte_carlo", draws=int(d.size))
+
+    def mean(self) -> float:
+        return float(np.dot(self.values, self.weights))
+
+    def var(self) -> float:
+        m = self.mean()
+        return float(np.dot((self.values - m) ** 2, self.weights))
+
+    def cdf(self, x: float) -> float:
+        """P(bookings ≤ x)."""
+        return float(self.weights[self.values <= x + _eps(x)].sum())
+
+    def quantile(self, q: float) -> float:
+        """The smallest value v with P(bookings ≤ v) ≥ q (the inverse CDF)."""
+        cum = np.cumsum(self.weights)
+        i = int(np.searchsorted(cum, q - 1e-12, side="left"))
+        return float(self.values[min(i, self.values.size - 1)])
+
+    def prob_at_least(self, x: float) -> float:
+        """P(bookings ≥ x)."""
+        return float(min(1.0, self.weights[self.values >= x - _eps(x)].sum()))
+
+    def percentiles(self) -> dict[str, float]:
+        """``{"p10": …, "p50": …, "p90": …}``."""
+        return {name: self.quantile(q) for name, q in PERCENTILES.items()}
+
+    def shifted(self, amount: float) -> Distribution:
+        """The same distribution plus a certain amount."""
+        return Distribution(self.values + float(amount), self.weights, self.method, self.draws)
+
+
+def _eps(x: float) -> float:
+    # sums of amounts are compared to the cent: float rounding must not split an atom
+    return 1e-9 * max(1.0, abs(float(x)))
+
+
+def exact_distribution(
+    amounts: Any, probs: Any, *, max_support: int = MAX_EXACT_SUPPORT
+) -> Distribution | None:
+    """The exact distribution of ``Σ amounts_i · B_i`` with independent ``B_i ~ Bernoulli(p_i)``.
+
+    A convolution over the distinct sums, deal by deal (sums are rounded to the cent so that
+    equal sums reached in different orders merge). ``None`` when more than ``max_support``
+    distinct sums would be needed — then use :func:`monte_carlo_draws`.
+    """
+    a, p = _clean(amounts, probs)
+    certain = float(a[p >= 1.0].sum())
+    keep = (p > 0.0) & (p < 1.0) & (a != 0.0)
+    a, p = a[keep], p[keep]
+    if a.size > EXACT_MAX_DEALS:
+        return None  # the distinct sums (or the work) outgrow the limits long before the end
+    values = np.array([0.0])
+    weights = np.array([1.0])
+    work = 0
+    order = np.argsort(-a, kind="stable")
+    for ai, pi in zip(a[order], p[order], strict=True):
+        both = np.round(np.concatenate([values, values + ai]), 2)
+        w = np.concatenate([weights * (1.0 - pi), weights * pi])
+        values, inverse = np.unique(both, return_inverse=True)
+        work += values.size
+        # too many distinct sums, or many deals whose sums keep colliding (equal amounts): the
+        # enumeration would take longer than a simulation
+        if values.size > max_support or work > EXACT_WORK:
+            return None
+        weights = np.bincount(inverse, weights=w, minlength=values.size)
+    return Distribution(values + certain, weights / weights.sum())
+
+
+def _clean(amounts: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    a = np.nan_to_num(np.asarray(amounts, dtype="float64"), nan=0.0)
+    p = np.asarray(probs, dtype="float64")
+    if a.shape != p.shape:
+        raise ValueError(f"{a.size} amounts but {p.size} probabilities")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("probabilities must lie in [0, 1]")
+    return a, p
+
+
+def monte_carlo_draws(
+    amounts: Any,
+    probs: Any,
+    *,
+    draws: int,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+    n_groups: int = 1,
+) -> np.ndarray:
+    """``draws`` simulated bookings of independent deals, summed per group.
+
+    Parameters
+    ----------
+    amounts, probs
+        Amount and win probability of each deal.
+    draws
+        Number of simulated periods.
+    rng
+        The random generator (seeded by the caller, so results repeat).
+    groups, n_groups
+        Group code (0 … n_groups-1) of each deal; all deals in one group by default.
+
+    Returns
+    -------
+    ndarray
+        Shape (draws, n_groups): the bookings of each group in each simulated period.
+    """
+    a, p = _clean(amounts, probs)
+    g = np.zeros(a.size, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    out = np.zeros((draws, n_groups), dtype="float64")
+    certain = np.bincount(g[p >= 1.0], weights=a[p >= 1.0], minlength=n_groups)
+    live = (p > 0.0) & (p < 1.0) & (a != 0.0)
+    a, p, g = a[live], p[live], g[live]
+    if a.size:
+        # amounts by group as a matrix: one matrix product sums each draw's wins per group.
+        # float32 keeps the product fast; its rounding (~1e-7 of a sum) is far below the
+        # Monte Carlo error.
+        by_group = np.zeros((a.size, n_groups), dtype="float32")
+        by_group[np.arange(a.size), g] = a
+        p32 = p.astype("float32")
+        rows = min(draws, max(16, CHUNK_NUMBERS // a.size))
+        # one buffer for every chunk: fresh large arrays would cost a page fault per page each
+        # time; the uniforms are turned into 0/1 wins in place
+        buffer = np.empty((rows, a.size), dtype=np.float32)
+        for start in range(0, draws, rows):
+            stop = min(draws, start + rows)
+            wins = buffer[: stop - start]
+            rng.random(out=wins, dtype=np.float32)
+            np.less(wins, p32, out=wins)
+            out[start:stop] = wins @ by_group
+    return out + certain
+
+
+# ----------------------------------------------------------------------------------------
+# new business: deals not yet created that will be created and won inside the period
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewBusinessStream:
+    """New business of one segment: a gamma-Poisson count of deals × an empirical amount.
+
+    Attributes
+    ----------
+    segment
+        The segment (``"(all)"`` when the rate is pooled).
+    rate
+        Expected number of deals created after as_of and won inside the period.
+    rate_variance
+        Uncertainty of that rate: the extra spread between past periods beyond Poisson noise,
+        plus the error of a mean of ``windows`` periods. 0 gives a plain Poisson count.
+    amounts
+        Amounts of the past deals the rate was read from (each new deal draws one).
+    counts
+        The count in each past period, most recent first.
+    """
+
+    segment: str
+    rate: float
+    rate_variance: float
+    amounts: np.ndarray
+    counts: tuple[int, ...] = ()
+
+    @property
+    def expected(self) -> float:
+        """Expected bookings of this stream."""
+        return float(self.rate * self.amounts.mean()) if self.amounts.size else 0.0
+
+    def sample(self, draws: int, rng: np.random.Generator) -> np.ndarray:
+        """``draws`` simulated bookings of this stream."""
+        if self.rate <= 0 or not self.amounts.size:
+            return np.zeros(draws)
+        if self.rate_variance > 0:
+            shape = self.rate**2 / self.rate_variance
+            lam = rng.gamma(shape, self.rate / shape, size=draws)
+        else:
+            lam = np.full(draws, self.rate)
+        counts = rng.poisson(lam)
+        picks = self.amounts[rng.integers(0, self.amounts.size, size=int(counts.sum()))]
+        return np.bincount(np.repeat(np.arange(draws), counts), weights=picks, minlength=draws)
+
+
+@dataclass(frozen=True)
+class NewBusiness:
+    """The new-business estimate of a period: one stream per segment (or one pooled)."""
+
+    streams: tuple[NewBusinessStream, ...] = ()
+    windows: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def expected(self) -> float:
+        return float(sum(s.expected for s in self.streams))
+
+
+def comparable_periods(period: Period, *, as_of: pd.Timestamp, n: int) -> list[Period]:
+    """The ``n`` latest periods like ``period`` that ended on or before ``as_of``.
+
+    A period of whole months (a quarter, a month) is shifted back by its number of months, any
+    other range by its number of days. Most recent first.
+    """
+    start, end = period.start, period.end
+    whole_months = start.day == 1 and (end + pd.Timedelta(days=1)).day == 1
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    out: list[Period] = []
+    k = 1
+    while len(out) < n and k < 4 * n + 40:
+        if whole_months:
+            s = pd.Timestamp(start - pd.DateOffset(months=k * months))
+            e = pd.Timestamp(s + pd.DateOffset(months=months)) - pd.Timedelta(days=1)
+        else:
+            s = start - pd.Timedelta(days=k * period.days)
+            e = end - pd.Timedelta(days=k * period.days)
+        if e <= as_of:
+            out.append(Period(start=s, end=e, label=f"{s.date()}:{e.date()}"))
+        k += 1
+    return out
+
+
+def estimate_new_business(
+    opportunities: pd.DataFrame,
+    *,
+    as_of: pd.Timestamp,
+    period: Period,
+    windows: int = NEW_BUSINESS_WINDOWS,
+    by: str = "segment",
+    min_segment_deals: int = MIN_SEGMENT_NEW_DEALS,
+) -> NewBusiness:
+    """Run-rate of deals created after as_of and won inside the period, from past periods.
+
+    Parameters
+    ----------
+    opportunities
+        The opportunities as known at the end of ``as_of`` (``features.snapshots.cut_export``):
+        ``created_at``, ``status``, ``closed_at``, ``amount`` and optionally ``by``.
+    as_of
+        The forecast day (end of day). Each past period P_k is cut at the same position: the
+        deals counted were created after ``P_k.start + (as_of − period.start)`` and won inside
+        P_k. Only past periods that ended on or before as_of and that the export covers (its
+        first deal was created by then) are used.
+    period
+        The forecast period.
+    windows
+        How many comparable past periods to read.
+    by
+        Column giving each deal's segment; a segment with fewer than ``min_segment_deals``
+        such deals over all windows is pooled with the others.
+
+    Returns
+    -------
+    NewBusiness
+        Expected count and amounts per segment (empty when no past period can be read).
+    """
+    opps = opportunities
+    if opps is None or not len(opps) or period.end <= as_of:
+        return NewBusiness(note="the period ends by the forecast day: no new deals can be won")
+    created = pd.to_datetime(opps["created_at"]).dt.normalize()
+    first = created.min()
+    offset = as_of.normalize() - period.start  # negative when the period starts later
+    status = opps["status"].astype("string")
+    closed = pd.to_datetime(opps["closed_at"]) if "closed_at" in opps.columns else None
+    if closed is None:
+        return NewBusiness(note="the opportunities have no closed_at: no new-business rate")
+    closed = closed.dt.normalize()
+    amount = pd.to_numeric(opps["amount"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
+    segment = (
+        opps[by].astype("string").fillna(UNASSIGNED_GROUP)
+        if by in opps.columns
+        else pd.Series("(all)", index=opps.index, dtype="string")
+    )
+    past = [
+        w
+        for w in comparable_periods(period, as_of=as_of.normalize(), n=windows + 8)
+        if min(w.start + offset, w.start) >= first
+    ][:windows]
+    if not past:
+        return NewBusiness(note="the export does not reach back a whole comparable period")
+    won = (status == "won").to_numpy(dtype=bool, na_value=False)
+    hits = []
+    for w in past:
+        cut = w.start + offset
+        mask = (
+            won
+            & (created > cut).to_numpy(dtype=bool, na_value=False)
+            & (closed >= w.start).to_numpy(dtype=bool, na_value=False)
+            & (closed <= w.end).to_numpy(dtype=bool, na_value=False)
+        )
+        hits.append(mask)
+    segments = sorted(set(segment[np.logical_or.reduce(hits)].tolist()))
+    own = [
+        s
+        for s in segments
+        if sum(int((h & (segment == s).to_numpy()).sum()) for h in hits) >= min_segment_deals
+    ]
+    streams = []
+    pooled_mask = np.ones(len(opps), dtype=bool)
+    for s in own:
+        in_s = (segment == s).to_numpy(dtype=bool)
+        pooled_mask &= ~in_s
+        streams.append(_stream(s, [h & in_s for h in hits], amount))
+    if any((h & pooled_mask).any() for h in hits):
+        label = "(all)" if not own else "(other segments)"
+        streams.append(_stream(label, [h & pooled_mask for h in hits], amount))
+    labels = tuple(f"{w.start.date()}:{w.end.date()}" for w in past)
+    return NewBusiness(streams=tuple(streams), windows=labels)
+
+
+def _stream(label: str, hits: Sequence[np.ndarray], amount: np.ndarray) -> NewBusinessStream:
+    counts = np.array([int(h.sum()) for h in hits], dtype="float64")
+    k = counts.size
+    mean = float(counts.mean())
+    spread = float(counts.var(ddof=1)) if k > 1 else mean
+    # extra-Poisson spread between periods, plus the error of the mean of k periods
+    variance = max(spread - mean, 0.0) + mean / k
+    pooled = np.logical_or.reduce(list(hits))
+    return NewBusinessStream(
+        segment=str(label),
+        rate=mean,
+        rate_variance=variance,
+        amounts=amount[pooled],
+        counts=tuple(int(c) for c in counts),
+    )
+
+
+def stage_probabilities(known: Export) -> dict[str, float]:
+    """The CRM's probability of each stage; undeclared stages get their historical win rate.
+
+    ``known`` is the export cut at as_of: a stage's historical rate is the share won among the
+    deals closed by then that had passed through it (from stage_history), else the overall win
+    rate of the deals closed by then.
+    """
+    declared = known.stage_probabilities()
+    opps = known.opportunities
+    if opps is None:
+        return declared
+    status = opps["status"].astype("string")
+    closed = opps.loc[status.isin(["won", "lost"]).to_numpy(dtype=bool, na_value=False)]
+    overall = float((closed["status"] == "won").mean()) if len(closed) else float("nan")
+    rates: dict[str, float] = {}
+    hist = known.stage_history
+    if hist is not None and len(closed):
+        won = pd.Series(
+            (closed["status"] == "won").to_numpy(dtype=bool),
+            index=closed["opportunity_id"].astype("string"),
+        )
+        passed = hist[["opportunity_id", "stage"]].astype("string").drop_duplicates()
+        passed = passed.loc[passed["opportunity_id"].isin(won.index)]
+        if len(passed):
+            passed = passed.assign(won=passed["opportunity_id"].map(won).astype(bool))
+            rates = {str(k): float(v) for k, v in passed.groupby("stage")["won"].mean().items()}
+    stages = set(opps["stage"].astype("string").dropna()) | set(rates)
+    out = {s: declared.get(s, rates.get(s, overall)) for s in stages}
+    out.update(declared)
+    return out
+
+
+def won_in_period(opportunities: pd.DataFrame | None, period: Period) -> pd.DataFrame:
+    """Deals won inside ``period`` as far as ``opportunities`` know (cut them at as_of first).
+
+    Parameters
+    ----------
+    opportunities
+        The opportunities as known at the end of as_of (``features.snapshots.cut_export``): a
+        deal won after as_of shows open there, so only wins on or before as_of count.
+    period
+        The forecast period.
+
+    Returns
+    -------
+    DataFrame
+        The won rows (all columns), ``amount`` numeric with missing → 0.
+    """
+    if opportunities is None or "closed_at" not in opportunities.columns:
+        return pd.DataFrame({"amount": pd.Series(dtype="float64")})
+    opps = opportunities
+    status = opps["status"].astype("string") == "won"
+    mask = status.to_numpy(dtype=bool, na_value=False) & in_period(opps["closed_at"], period)
+    won = opps.loc[mask].copy()
+    won["amount"] = pd.to_numeric(won["amount"], errors="coerce").fillna(0.0)
+    return won.reset_index(drop=True)
+
+
+def in_period(dates: Any, period: Period) -> np.ndarray:
+    """Whether each date (a day or a time) falls inside the period's days; NaT → False."""
+    d = pd.to_datetime(pd.Series(dates))
+    return ((d >= period.start) & (d < period.end_exclusive)).to_numpy(dtype=bool, na_value=False)
+
+
+# ----------------------------------------------------------------------------------------
+# the forecast: won + open + new, in total and by group
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BookingsForecast:
+    """The numbers of a forecast (see :func:`forecast_bookings`)."""
+
+    open: Distribution
+    total: Distribution
+    open_expected: float
+    won_to_date: float
+    expected_new: float
+    groups: pd.DataFrame
+    prob_attain_quota: float | None = None
+    draws: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.total.method
+
+    @property
+    def expected(self) -> float:
+        """won to date + Σ amount × p_win_in_period + expected new (exact, not simulated)."""
+        return self.won_to_date + self.open_expected + self.expected_new
+
+
+def probability_category(
+    p: Any, *, commit: float = COMMIT_THRESHOLD, best_case: float = BEST_CASE_THRESHOLD
+) -> np.ndarray:
+    """``commit`` (p ≥ ``commit``), ``best_case`` (p ≥ ``best_case``) or ``pipeline``.
+
+    Meant for ``p_win_in_period``: the category says how likely the deal is to be booked in the
+    forecast period.
+    """
+    if not 0.0 <= best_case <= commit <= 1.0:
+        raise ValueError(
+            f"category thresholds must satisfy 0 ≤ best case ({best_case}) ≤ commit ({commit}) ≤ 1"
+        )
+    pv = np.asarray(p, dtype="float64")
+    return np.where(pv >= commit, "commit", np.where(pv >= best_case, "best_case", "pipeline"))
+
+
+def forecast_bookings(
+    amounts: Any,
+    p_in_period: Any,
+    *,
+    groups: Any = None,
+    won_amounts: Any = (),
+    won_groups: Any = None,
+    new_business: NewBusiness | None = None,
+    new_business_by_group: bool = False,
+    quota: float | None = None,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+    min_draws: int = MIN_DRAWS,
+    max_draws: int = MAX_DRAWS,
+    max_exact_support: int = MAX_EXACT_SUPPORT,
+) -> BookingsForecast:
+    """Distribution of a period's bookings: won to date + open deals + new business.
+
+    Parameters
+    ----------
+    amounts, p_in_period
+        Amount (in force at as_of) and probability of being won inside the period of each deal
+        open at as_of.
+    groups
+        Optional roll-up label of each open deal (missing → ``(unassigned)``).
+    won_amounts, won_groups
+        Amounts (and labels) of the deals already won inside the period by as_of.
+    new_business
+        :func:`estimate_new_business`; ``None`` for none.
+    new_business_by_group
+        True when the roll-up column is the new-business segment column: each stream then goes
+        to its segment's group; otherwise new business is one ``(new business)`` group, since
+        the owner, source … of a deal not yet created is unknown.
+    quota
+        The period's quota; ``prob_attain_quota`` = P(won + open + new ≥ quota).
+    seed, tolerance, min_draws, max_draws
+        Monte Carlo settings (see the module notes).
+    max_exact_support
+        Largest exact distribution (distinct sums) before Monte Carlo is used.
+
+    Returns
+    -------
+    BookingsForecast
+        ``open`` covers the open deals only; ``total`` adds won and new. ``groups`` has one row
+        per label: ``group, expected, p10, p50, p90, open_expected, won_to_date, expected_new,
+        n_deals`` (``n_deals`` = open deals), sorted by expected; the group expecteds add up to
+        the total's expected.
+    """
+    a, p = _clean(amounts, p_in_period)
+    wa = np.nan_to_num(np.asarray(won_amounts, dtype="float64"), nan=0.0)
+    won = float(wa.sum())
+    streams = new_business.streams if new_business is not None else ()
+    rated = [s for s in streams if s.expected > 0]
+
+    labels_open = _labels(groups, a.size)
+    labels_won = _labels(won_groups, wa.size)
+    labels_new = [(s.segment if new_business_by_group else NEW_BUSINESS_GROUP) for s in rated]
+    names = sorted(set(labels_open) | set(labels_won) | set(labels_new))
+    if len(names) > MAX_GROUPS:
+        raise ValueError(f"{len(names)} groups; roll-ups take at most {MAX_GROUPS}")
+    index = {n: i for i, n in enumerate(names)}
+    g_open = np.array([index[x] for x in labels_open], dtype=np.int64)
+    g_won = np.array([index[x] for x in labels_won], dtype=np.int64)
+    G = len(names)
+    won_by_group = np.bincount(g_won, weights=wa, minlength=G) if G else np.zeros(0)
+    open_by_group = np.bincount(g_open, weights=a * p, minlength=G) if G else np.zeros(0)
+    new_by_group = np.zeros(G)
+    for s, label in zip(rated, labels_new, strict=True):
+        new_by_group[index[label]] += s.expected
+    n_by_group = np.bincount(g_open, minlength=G) if G else np.zeros(0, dtype=np.int64)
+    expected_new = float(sum(s.expected for s in rated))
+
+    notes: list[str] = []
+    exact_open = exact_distribution(a, p, max_support=max_exact_support)
+    group_dists: list[Distribution] = []
+    draws = 0
+    if exact_open is not None and not rated:
+        open_dist = exact_open
+        total = exact_open.shifted(won)
+        for i in range(G):
+            d = exact_distribution(a[g_open == i], p[g_open == i], max_support=max_exact_support)
+            assert d is not None  # a subset's sums are among the whole set's
+            group_dists.append(d.shifted(won_by_group[i]))
+    else:
+        rng = np.random.default_rng(seed)
+        scale = max(won + float(np.dot(a, p)) + expected_new, 1.0)
+        # the simulated group sums are kept (float32) for the group percentiles: bound them
+        cap = max(min_draws, min(max_draws, KEPT_NUMBERS // max(G, 1)))
+        open_parts: list[np.ndarray] = []
+        total_parts: list[np.ndarray] = []
+        group_parts: list[np.ndarray] = []
+        while True:
+            n = min_draws if not draws else min(draws, cap - draws)
+            block = monte_carlo_draws(a, p, draws=n, rng=rng, groups=g_open, n_groups=G)
+            open_parts.append(block.sum(axis=1))
+            for s, label in zip(rated, labels_new, strict=True):
+                block[:, index[label]] += s.sample(n, rng)
+            total_parts.append(block.sum(axis=1) + won)
+            group_parts.append(block.astype("float32"))
+            draws += n
+            total_draws = np.concatenate(total_parts)
+            err = max(_quantile_se(total_draws, q) for q in PERCENTILES.values())
+            if err <= tolerance / 4 * scale or draws >= cap:
+                break
+        if err > tolerance / 4 * scale:
+            notes.append(
+                f"Monte Carlo stopped at {draws:,} draws with a standard error of "
+                f"{err / scale:.2%} of the forecast on its percentiles"
+            )
+        open_dist = (
+            exact_open
+            if exact_open is not None
+            else Distribution.from_draws(np.concatenate(open_parts))
+        )
+        total = Distribution.from_draws(total_draws)
+        sims = np.vstack(group_parts)
+        group_dists = [Distribution.from_draws(sims[:, i] + won_by_group[i]) for i in range(G)]
+    rows = []
+    for i, name in enumerate(names):
+        pct = group_dists[i].percentiles()
+        rows.append(
+            {
+                "group": name,
+                "expected": float(won_by_group[i] + open_by_group[i] + new_by_group[i]),
+                **pct,
+                "open_expected": float(open_by_group[i]),
+                "won_to_date": float(won_by_group[i]),
+                "expected_new": float(new_by_group[i]),
+                "n_deals": int(n_by_group[i]),
+            }
+        )
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "group",
+            "expected",
+            "p10",
+            "p50",
+            "p90",
+            "open_expected",
+            "won_to_date",
+            "expected_new",
+            "n_deals",
+        ],
+    )
+    table = table.sort_values(["expected", "group"], ascending=[False, True], kind="stable")
+    result = BookingsForecast(
+        open=open_dist,
+        total=total,
+        open_expected=float(np.dot(a, p)),
+        won_to_date=won,
+        expected_new=expected_new,
+        groups=table.reset_index(drop=True),
+        draws=draws,
+        notes=notes,
+    )
+    if quota is not None:
+        if quota < 0 or not math.isfinite(quota):
+            raise ValueError(f"quota must be a finite amount ≥ 0, not {quota}")
+        result.prob_attain_quota = total.prob_at_least(float(quota))
+    return result
+
+
+def _labels(values: Any, n: int) -> list[str]:
+    if values is None:
+        return ["(all)"] * n
+    s = pd.Series(values, dtype="string")
+    if len(s) != n:
+        raise ValueError(f"{len(s)} group labels for {n} deals")
+    return s.fillna(UNASSIGNED_GROUP).replace("", UNASSIGNED_GROUP).tolist()
+
+
+def _quantile_se(draws: np.ndarray, q: float, h: float = 0.025) -> float:
+    """Standard error of the sample q-quantile (Siddiqui–Bloch–Gastwirth sparsity estimate)."""
+    n = draws.size
+    lo, hi = np.quantile(draws, [max(q - h, 0.0), min(q + h, 1.0)])
+    return float(math.sqrt(q * (1 - q) / n) * (hi - lo) / (2 * h))
