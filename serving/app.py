@@ -24,7 +24,7 @@ from serving import logs
 from serving.champions import ChampionHolder
 from serving.deps import require_api_key
 from serving.errors import RequestTooLarge, Unavailable
-from serving.routers import calibration, health, models, outcomes, scores
+from serving.routers import calibration, forecast, health, models, outcomes, scores
 from serving.routers import reports as report_pages
 from serving.schemas import ErrorResponse
 from serving.service import HealthProbe
@@ -200,7 +200,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (models.router, scores.router, outcomes.router, calibration.router):
+    for router in (
+        models.router,
+        forecast.router,
+        scores.router,
+        outcomes.router,
+        calibration.router,
+    ):
         app.include_router(router, dependencies=protected)
     app.include_router(report_pages.router, dependencies=protected)
     return app

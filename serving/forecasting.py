@@ -927,3 +927,49 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def forecast_pipeline(
+    settings: Settings,
+    champion: Any,
+    store: Any,
+    request: Any,
+    *,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """``POST /forecast``: the forecast of a period, stored with its model version, returned.
+
+    The pipeline is the request's inline tables (checked as an export folder would be) when it
+    carries any, else the server's export. ``request`` is a
+    :class:`serving.forecast_schema.ForecastRequest`; ``champion`` the close-probability
+    champion in service (name, version, model); ``store`` the prediction store.
+    """
+    # imported here: the service module imports this one's neighbours at start-up
+    from serving.reports.pages import store_forecast
+    from serving.service import inline_export
+
+    tables = {
+        name: rows
+        for name in ("opportunities", "stage_history", "activities")
+        if (rows := getattr(request, name)) is not None
+    }
+    if tables:
+        export = inline_export(settings, tables)
+    else:
+        export = read_export(settings.data_dir, require=("opportunities",))
+    result = forecast_export(
+        export,
+        champion.model,
+        model_version=champion.version,
+        period=request.period,
+        as_of=request.as_of,
+        quota=request.quota,
+        group_by=request.group_by,
+        compare_to=request.compare_to,
+        commit=request.commit_threshold,
+        best_case=request.best_case_threshold,
+        neglect_days=request.neglect_days,
+        change_points=request.change_points,
+    )
+    store_forecast(store, result.response, model_name=champion.name, request_id=request_id)
+    return jsonable(result.response)  # type: ignore[no-any-return]
