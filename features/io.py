@@ -770,6 +770,105 @@ def read_leads_file(
     return df
 
 
+#: rows per chunk when a lead list is read in chunks
+LEAD_CHUNK_ROWS = 100_000
+
+
+def iter_leads_file(
+    path: str | os.PathLike[str],
+    *,
+    chunk_rows: int = LEAD_CHUNK_ROWS,
+    extra_columns: Iterable[str] = (),
+) -> Iterator[tuple[int, pd.DataFrame, list[Problem]]]:
+    """A lead list read in chunks of ``chunk_rows`` rows, typed as :func:`read_leads_file` types it.
+
+    Yields ``(first_row, chunk, problems)``: the 0-based position of the chunk's first row in
+    the list, the chunk (contract dtypes, positional index from 0) and its per-row problems
+    (unparsable values, empty ids, negative numbers, an SQO before creation) with the file's
+    true line numbers. Checks across rows (duplicate ids, an empty list) are the caller's: it
+    sees every chunk. Memory holds one chunk at a time.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder or does not exist.
+    ContractError
+        Subject "lead list": the file cannot be read as a table (not UTF-8, broken quoting, a
+        spreadsheet workbook).
+    """
+    file = Path(path)
+    if file.is_dir() or not file.is_file():
+        read_leads_file(file)  # the same refusal as reading it whole
+    if file.suffix.lower() in SPREADSHEET_SUFFIXES:
+        try:
+            read_raw(file)
+        except ContractError as exc:
+            raise ContractError(exc.problems, subject=LEAD_LIST) from None
+    first = 0
+    try:
+        for raw in _raw_chunks(file, chunk_rows):
+            raw = raw.reset_index(drop=True)
+            df, problems = coerce_table(raw, "leads", file, extra_required=extra_columns)
+            if not problems:
+                quarantine = find_quarantine({"leads": df}, {"leads": file})
+                problems = quarantine_problems(quarantine)
+            yield first, df, [_shifted(p, first) for p in problems]
+            first += len(raw)
+    except UnicodeDecodeError as exc:
+        raise ContractError(
+            not_utf8(file, exc, expected="a CSV saved as UTF-8, or a Parquet file").problems,
+            subject=LEAD_LIST,
+        ) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        raise ContractError(
+            [
+                Problem(
+                    file=file.name,
+                    message=f"cannot be read as a table ({exc})",
+                    expected="a CSV with a header row or a Parquet file",
+                )
+            ],
+            subject=LEAD_LIST,
+        ) from None
+
+
+def _raw_chunks(file: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The file's rows as text (CSV, as :func:`read_raw`) or as stored (Parquet), by chunks."""
+    if file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(file)
+        names = parquet.schema_arrow.names
+        empty = True
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            empty = False
+            # an unnamed saved index is not a column of the list
+            yield batch.to_pandas().drop(columns=["__index_level_0__"], errors="ignore")
+        if empty:
+            yield pd.DataFrame({n: [] for n in names if n != "__index_level_0__"})
+        return
+    with pd.read_csv(
+        file,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        skipinitialspace=False,
+        encoding="utf-8-sig",
+        chunksize=chunk_rows,
+    ) as reader:
+        empty = True
+        for chunk in reader:
+            empty = False
+            yield chunk
+        if empty:
+            yield pd.read_csv(file, dtype=str, nrows=0, encoding="utf-8-sig")
+
+
+def _shifted(problem: Problem, rows: int) -> Problem:
+    """``problem`` of a chunk, its lines moved to the file's own (the chunk starts at ``rows``)."""
+    return replace(problem, lines=tuple(n + rows for n in problem.lines))
+
+
 # ----------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------

@@ -1063,25 +1063,33 @@ def score_scanned_list(
     _reason_summary(summary, need, exact, tables, source)
     # each lead's place in the output and the rules' decisions, in list order
     rows = table["_row"].to_numpy(dtype=np.int64)
-    place = np.empty(n, dtype=np.int64)
-    place[rows] = np.arange(n)
     decided = table.drop(columns=[c for c in table.columns if c not in _DECISIONS])
+    del table
     decided = decided.assign(_need=need, _exact=exact, _place=np.arange(n))
     decided = decided.iloc[np.argsort(rows, kind="stable")].reset_index(drop=True)
+    del rows, need, exact
     has_time = dict(scan.has_time)
     if "last_contacted_at" in decided.columns:
         s = pd.Series(decided["last_contacted_at"])
         has_time["last_contact_known"] = bool(
             ((s - s.dt.normalize()).dropna() != pd.Timedelta(0)).any()
         )
-    del table
+    # the decisions spooled per chunk too: nothing per lead stays in memory while explaining
+    decision_files: list[Path] = []
+    for i, (first, _) in enumerate(scan.chunks):
+        end = scan.chunks[i + 1][0] if i + 1 < len(scan.chunks) else n
+        target_file = scan.folder / f"decisions-{i:05d}.arrow"
+        decided.iloc[first:end].reset_index(drop=True).to_feather(target_file)
+        decision_files.append(target_file)
+    del decided
     # pass 3: reasons and output rows, spooled by the output's buckets of places
     bucket_rows = max(1, scan.chunk_rows)
     buckets = -(-n // bucket_rows) if n else 0
     for i, ((first, spool), ffile) in enumerate(zip(scan.chunks, feature_files, strict=True)):
         chunk = pd.read_feather(spool)
         features = pd.read_feather(ffile).set_index("lead_id")
-        dec = decided.iloc[first : first + len(chunk)].reset_index(drop=True)
+        dec = pd.read_feather(decision_files[i])
+        decision_files[i].unlink()
         out = _output_rows(model, chunk, features, dec, model_version, rules, tables)
         bucket = dec["_place"].to_numpy() // bucket_rows
         out["_place"] = dec["_place"].to_numpy()
