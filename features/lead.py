@@ -149,7 +149,9 @@ def build(export: Export, *, as_of: Any, leads: pd.DataFrame | None = None) -> p
         Indexed by ``lead_id``; numeric features float64, :func:`categorical_columns` strings.
     """
     day = as_day(as_of)
-    known = cut_export(export, day)
+    # an export without any date (leads with a converted flag only) has nothing to cut: none
+    # of its rows can be placed after D, and its leads give no time-bound features anyway
+    known = cut_export(export, day) if export.export_date is not None else export
     targets = known.leads if leads is None else leads
     if targets is None:
         raise InputError(

@@ -196,15 +196,33 @@ class HistoricalCloseModel(ClassifierMixin, BaseEstimator):
     kind = "historical_baseline"
 
     def __init__(
-        self, *, by: Sequence[str] = ("stage", "segment"), stage_column: str = "stage"
+        self,
+        *,
+        by: Sequence[str] = ("stage", "segment"),
+        stage_column: str = "stage",
+        probabilities: Mapping[str, float] | None = None,
     ) -> None:
         self.by = by
         self.stage_column = stage_column
+        self.probabilities = probabilities
 
     def fit(self, X: pd.DataFrame, y: Any, *, days_to_close: Any = None) -> HistoricalCloseModel:
+        """Rates on the closed snapshots ``(X, y)``; timing on the won ones' ``days_to_close``.
+
+        With ``probabilities`` (the CRM's stage probabilities), ``p_win`` is the declared
+        probability of the snapshot's stage (its historical win rate where none is declared):
+        the CRM stage baseline as a servable model.
+        """
         yv = np.asarray(y, dtype="float64")
         self.classes_ = np.array([0, 1])
         self.rate_ = HistoricalRateBaseline(by=self.by).fit(X, yv)
+        self.declared_: StageProbabilityBaseline | None = (
+            StageProbabilityBaseline(
+                probabilities=self.probabilities, stage_column=self.stage_column
+            ).fit(X, yv)
+            if self.probabilities
+            else None
+        )
         won = yv == 1
         days = (
             np.full(len(X), np.nan)
@@ -215,17 +233,21 @@ class HistoricalCloseModel(ClassifierMixin, BaseEstimator):
         self.feature_names_ = [c for c in self.by if c in X.columns]
         return self
 
+    def _p_win(self, X: pd.DataFrame) -> np.ndarray:
+        declared = getattr(self, "declared_", None)
+        return declared.predict_rate(X) if declared is not None else self.rate_.predict_rate(X)
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return _as_proba(self.rate_.predict_rate(X))
+        return _as_proba(self._p_win(X))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.rate_.predict_rate(X) >= 0.5).astype("int64")
+        return (self._p_win(X) >= 0.5).astype("int64")
 
     def predict_won_by(
         self, X: pd.DataFrame, horizon_days: Any, *, p_win: np.ndarray | None = None
     ) -> np.ndarray:
         """P(won within ``horizon_days`` days of ``as_of``)."""
-        pw = self.rate_.predict_rate(X) if p_win is None else np.asarray(p_win, dtype="float64")
+        pw = self._p_win(X) if p_win is None else np.asarray(p_win, dtype="float64")
         return pw * self.timing_.share(X, horizon_days)
 
     def predict_in_period(

@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 HORIZON = "horizon_days"
 
 
+def restrict_columns(X: pd.DataFrame, columns: Sequence[str] | None) -> pd.DataFrame:
+    """``X`` limited to ``columns`` (those it has, in that order); all of it when None."""
+    if columns is None:
+        return X
+    return X[[c for c in columns if c in X.columns]]
+
+
 def stack_horizons(
     X: pd.DataFrame,
     days_to_close: Any,
@@ -79,6 +86,10 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
     ----------
     categorical
         Category columns of the feature table (``features.opportunity.CATEGORICAL``).
+    columns
+        The feature columns the model uses (None: every column of the table given to
+        :meth:`fit`). Prediction takes any table that has them: other columns are ignored, so
+        a model restricted to a few columns scores the same snapshot table as the full one.
     calibration
         ``"auto"`` (choose by cross-validated log loss on the calibration slice), ``"isotonic"``,
         ``"sigmoid"`` or ``"none"``.
@@ -92,6 +103,9 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         did best on held-out slices: a deal's outcome is mostly additive on the log-odds scale
         in its drivers, and snapshots of one deal are far from independent rows, so deep trees
         fit the noise of a few thousand deals. Boosting stops early on the calibration slice.
+        ``min_child_samples`` is a ceiling: on a small history a leaf needs 1% of the training
+        rows (:func:`models.lgbm.scaled_capacity`), so that a few hundred closed deals still
+        give deal-specific probabilities.
     n_jobs, random_state
         Threads and seed.
     """
@@ -102,6 +116,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         self,
         *,
         categorical: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
         calibration: str = "auto",
         random_horizons: int = 4,
         max_horizon_days: int = 540,
@@ -113,6 +128,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         random_state: int = 0,
     ) -> None:
         self.categorical = categorical
+        self.columns = columns
         self.calibration = calibration
         self.random_horizons = random_horizons
         self.max_horizon_days = max_horizon_days
@@ -183,6 +199,8 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         yv = np.asarray(y, dtype="int64")
         self.classes_ = np.array([0, 1])
+        X = restrict_columns(X, self.columns)
+        X_cal = None if X_cal is None else restrict_columns(X_cal, self.columns)
         self.feature_names_ = [str(c) for c in X.columns]
         has_cal = X_cal is not None and len(X_cal) > 0 and np.unique(np.asarray(y_cal)).size == 2
         ycal = np.asarray(y_cal, dtype="int64") if has_cal else None

@@ -33,6 +33,43 @@ log = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
 #: isotonic regression overfits small slices; below this many rows only sigmoid is tried
 MIN_ROWS_FOR_ISOTONIC = 1000
+#: with ``scale_to_data``, a leaf needs at least 1% of the training rows (never fewer than
+#: MIN_LEAF_ROWS), a category level 1 in ROWS_PER_LEVEL rows: the settings given are ceilings
+ROWS_PER_LEAF = 100
+MIN_LEAF_ROWS = 10
+ROWS_PER_LEVEL = 500
+MIN_LEVEL_ROWS = 5
+
+
+def scaled_capacity(
+    n_rows: int,
+    *,
+    min_child_samples: int,
+    min_category_count: int,
+    min_data_per_group: int = 50,
+    cat_smooth: float = 20.0,
+) -> dict[str, Any]:
+    """LightGBM's minimum group sizes scaled to a training table of ``n_rows`` rows.
+
+    The given values are the ceilings, reached by tables of ``ROWS_PER_LEAF × min_child_samples``
+    rows and more. A fixed minimum leaf of 400 rows suits a table of 80,000 snapshots, but on a
+    few hundred closed deals it leaves room for one or two leaves and every deal gets the same
+    probability. The levels a category keeps and LightGBM's ``min_data_per_group`` shrink with
+    it, so that a category that matters can still split; ``cat_smooth`` does not: the fewer the
+    rows, the more a level's own rate is noise, and a high-cardinality column (a landing page, an
+    owner) must still be shrunk towards the overall rate.
+    """
+    n = max(int(n_rows), 0)
+    leaf = int(np.clip(n // ROWS_PER_LEAF, MIN_LEAF_ROWS, max(min_child_samples, MIN_LEAF_ROWS)))
+    level = int(
+        np.clip(n // ROWS_PER_LEVEL, MIN_LEVEL_ROWS, max(min_category_count, MIN_LEVEL_ROWS))
+    )
+    return {
+        "min_child_samples": min(leaf, min_child_samples),
+        "min_category_count": min(level, min_category_count),
+        "min_data_per_group": min(max(leaf, MIN_LEAF_ROWS), min_data_per_group),
+        "cat_smooth": cat_smooth,
+    }
 
 
 class FeatureEncoder(BaseEstimator):
@@ -126,6 +163,16 @@ class LGBMProbability(ClassifierMixin, BaseEstimator):
         ``{column: +1 or -1}`` monotone constraints, e.g. ``{"horizon_days": 1}``.
     n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda, colsample
         LightGBM settings; kept small because the tables are small and training must be fast.
+    min_category_count
+        Levels seen fewer times in training are treated as missing (:class:`FeatureEncoder`).
+    min_data_per_group, cat_smooth
+        LightGBM's smoothing of categorical splits: a level needs this many rows to form a
+        group, and its mean is shrunk towards the overall one by ``cat_smooth`` pseudo-rows, so
+        that a high-cardinality column (a landing page, an owner) does not split on noise.
+    scale_to_data
+        Treat ``min_child_samples``, ``min_category_count`` and ``min_data_per_group`` as
+        ceilings and scale them down to the training table (:func:`scaled_capacity`); the
+        values used are in ``capacity_``.
     early_stopping_rounds
         With an ``eval_set`` in :meth:`fit`, stop when its log loss has not improved for this many
         rounds.
@@ -146,6 +193,9 @@ class LGBMProbability(ClassifierMixin, BaseEstimator):
         colsample: float = 0.9,
         early_stopping_rounds: int = 30,
         min_category_count: int = 20,
+        min_data_per_group: int = 50,
+        cat_smooth: float = 20.0,
+        scale_to_data: bool = True,
         n_jobs: int = 2,
         random_state: int = 0,
     ) -> None:
@@ -159,19 +209,23 @@ class LGBMProbability(ClassifierMixin, BaseEstimator):
         self.colsample = colsample
         self.early_stopping_rounds = early_stopping_rounds
         self.min_category_count = min_category_count
+        self.min_data_per_group = min_data_per_group
+        self.cat_smooth = cat_smooth
+        self.scale_to_data = scale_to_data
         self.n_jobs = n_jobs
         self.random_state = random_state
 
     def _params(self) -> dict[str, Any]:
+        capacity = self.capacity_
         params: dict[str, Any] = {
             "objective": "binary",
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_child_samples,
+            "min_data_in_leaf": capacity["min_child_samples"],
             "lambda_l2": self.reg_lambda,
             "feature_fraction": self.colsample,
-            "cat_smooth": 20.0,
-            "min_data_per_group": 50,
+            "cat_smooth": capacity["cat_smooth"],
+            "min_data_per_group": capacity["min_data_per_group"],
             "num_threads": self.n_jobs,
             "seed": self.random_state,
             "deterministic": True,
@@ -196,8 +250,23 @@ class LGBMProbability(ClassifierMixin, BaseEstimator):
         """Fit on feature table ``X`` and 0/1 labels ``y``; early-stop on ``eval_set`` if given."""
         yv = np.asarray(y, dtype="float64")
         self.classes_ = np.array([0, 1])
+        self.capacity_: dict[str, Any] = {
+            "min_child_samples": self.min_child_samples,
+            "min_category_count": self.min_category_count,
+            "min_data_per_group": self.min_data_per_group,
+            "cat_smooth": self.cat_smooth,
+        }
+        if self.scale_to_data:
+            self.capacity_ = scaled_capacity(
+                len(X),
+                min_child_samples=self.min_child_samples,
+                min_category_count=self.min_category_count,
+                min_data_per_group=self.min_data_per_group,
+                cat_smooth=self.cat_smooth,
+            )
         self.encoder_ = FeatureEncoder(
-            categorical=self.categorical, min_category_count=self.min_category_count
+            categorical=self.categorical,
+            min_category_count=self.capacity_["min_category_count"],
         ).fit(X)
         Xe = self.encoder_.transform(X)
         cats = self.encoder_.categorical_

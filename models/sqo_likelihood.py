@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from models.close_probability import restrict_columns
 from models.lgbm import LGBMProbability, fit_calibrator
 
 
@@ -30,10 +31,14 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
     ----------
     categorical
         Category columns (``features.lead.CATEGORICAL``).
+    columns
+        The feature columns the model uses (None: every column given to :meth:`fit`); other
+        columns of a table to score are ignored.
     calibration
         ``"auto"``, ``"isotonic"``, ``"sigmoid"`` or ``"none"``.
     n_estimators, learning_rate, num_leaves, min_child_samples
-        LightGBM settings.
+        LightGBM settings; ``min_child_samples`` is a ceiling, scaled down on small lead
+        histories (:func:`models.lgbm.scaled_capacity`).
     n_jobs, random_state
         Threads and seed.
     """
@@ -44,6 +49,7 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         self,
         *,
         categorical: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
         calibration: str = "auto",
         n_estimators: int = 1500,
         learning_rate: float = 0.03,
@@ -53,6 +59,7 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         random_state: int = 0,
     ) -> None:
         self.categorical = categorical
+        self.columns = columns
         self.calibration = calibration
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -67,6 +74,8 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         """Fit on the earlier leads; early-stop and calibrate on the later ``(X_cal, y_cal)``."""
         yv = np.asarray(y, dtype="int64")
         self.classes_ = np.array([0, 1])
+        X = restrict_columns(X, self.columns)
+        X_cal = None if X_cal is None else restrict_columns(X_cal, self.columns)
         self.feature_names_ = [str(c) for c in X.columns]
         has_cal = X_cal is not None and len(X_cal) > 0 and np.unique(np.asarray(y_cal)).size == 2
         ycal = np.asarray(y_cal, dtype="int64") if has_cal else None

@@ -212,7 +212,28 @@ def score_pipeline(
     if tables:
         export = inline_export(settings, tables)
     else:
-        export = read_export(settings.data_dir, require=("opportunities",))
+        export = server_export(settings, require=("opportunities",))
+    return score_export_pipeline(
+        settings, champion, store, export, as_of=as_of, period=period, request_id=request_id
+    )
+
+
+def score_export_pipeline(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    export: Export,
+    *,
+    as_of: str | pd.Timestamp | None = None,
+    period: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Every deal of ``export`` open at the end of day ``as_of`` scored, stored, returned.
+
+    ``as_of`` defaults to the export date and ``period`` to the fiscal quarter of ``as_of``.
+    """
+    if isinstance(as_of, pd.Timestamp):
+        as_of = as_of.date().isoformat()
     day, chosen = scoring.pipeline_day_and_period(export, as_of=as_of, period=period)
     table, features = scoring.score_open_pipeline(
         champion.model, export, as_of=day, period=chosen, model_version=champion.version
@@ -332,15 +353,17 @@ def rank_leads(
     as_of: str | None = None,
     rules: ListRules | None = None,
     request_id: str | None = None,
+    history: Export | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.Timestamp]:
     """A lead list scored, tiered and cut by the list rules (``scoring.score_lead_list``), stored.
 
-    Account history and similar-lead rates come from the server's export when it has one; the
-    scoring day is ``as_of``, else the export date or the newest ``created_at`` of the list.
-    Returns the ranked list, the list rules' summary and the scoring day.
+    Account history and similar-lead rates come from ``history`` when given, else from the
+    server's export when it has one; the scoring day is ``as_of``, else the export date or the
+    newest ``created_at`` of the list. Returns the ranked list, the list rules' summary and the
+    scoring day.
     """
     check_rows(len(leads), settings, "leads to score")
-    export = _history_export(settings)
+    export = history if history is not None else _history_export(settings)
     day = _lead_scoring_day(as_of, export, leads)
     table, summary = scoring.score_lead_list(
         champion.model,
@@ -461,10 +484,62 @@ def _plain_tree(value: Any) -> Any:
     return _plain(value)
 
 
+class _ExportCache:
+    """The server's export, read once and read again only when a file of its folder changes.
+
+    Every lead list and pipeline request reads it; reading a CRM export of some thousand deals
+    takes seconds, far more than scoring one lead. One per process (a module-level instance):
+    the folder is the same for every app of a process, and a changed file (a new size or
+    modification time) is read again on the next request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Path, tuple[tuple[tuple[str, int, int], ...], Export]] = {}
+
+    def get(self, folder: Path) -> Export:
+        folder = folder.resolve()
+        if not folder.is_dir():
+            # nothing to cache: the reader refuses it, naming the folder
+            return read_export(folder)
+        key = _folder_signature(folder)
+        with self._lock:
+            cached = self._entries.get(folder)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            export = read_export(folder)
+            self._entries[folder] = (key, export)
+            return export
+
+
+def _folder_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            found.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
+_EXPORTS = _ExportCache()
+
+
+def server_export(settings: Settings, *, require: Sequence[str] = ()) -> Export:
+    """The server's CRM export (``PIPECAST_DATA_DIR``), read again only when its files change.
+
+    ``require``: tables the caller needs; a missing one is refused as ``read_export`` does.
+    """
+    export = _EXPORTS.get(Path(settings.data_dir))
+    if any(getattr(export, name, None) is None for name in require):
+        # the reader's own refusal names the file that is missing
+        return read_export(settings.data_dir, require=tuple(require))
+    return export
+
+
 def _history_export(settings: Settings) -> Export:
     if settings.data_dir.is_dir():
         try:
-            return read_export(settings.data_dir)
+            return server_export(settings)
         except InputError:
             log.warning(
                 "the export %s cannot be read; scoring leads on their own columns",

@@ -99,6 +99,44 @@ def headline(table: pd.DataFrame, target: str, model: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in out.items() if v is not None and not pd.isna(v)}
 
 
+#: what the by-month table keeps of each model (the rest is in evaluation.csv)
+BY_MONTH_METRICS = ("brier", "auc", "mean_predicted")
+
+
+def by_month(table: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The test slice of ``target`` by calendar month, one row per month, models side by side.
+
+    Parameters
+    ----------
+    table
+        An :func:`evaluation_table` with a ``month`` grouping (months with fewer rows than its
+        ``min_group_rows`` are not in it).
+    target
+        ``p_win`` or ``sqo``.
+
+    Returns
+    -------
+    DataFrame
+        ``month, n, base_rate`` and ``<model>_brier``, ``<model>_auc``, ``<model>_mean_predicted``
+        for each model compared; empty when the table has no months (an undated export).
+    """
+    rows = table[(table["target"] == target) & (table["group_by"] == "month")]
+    if rows.empty:
+        return pd.DataFrame(columns=["month", "n", "base_rate"])
+    first = rows["model"].iloc[0]
+    out = (
+        rows[rows["model"] == first][["group", "n", "base_rate"]]
+        .rename(columns={"group": "month"})
+        .set_index("month")
+    )
+    for model, part in rows.groupby("model", sort=False):
+        values = part.set_index("group")
+        for metric in BY_MONTH_METRICS:
+            if metric in values.columns:
+                out[f"{model}_{metric}"] = values[metric]
+    return out.sort_index().reset_index()
+
+
 def reliability(y: Any, p: Any, *, n_bins: int = 10) -> pd.DataFrame:
     """The reliability table of one prediction (see :func:`models.calibration.reliability_table`)."""
     return reliability_table(y, p, n_bins=n_bins)

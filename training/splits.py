@@ -19,6 +19,11 @@ deals from after it was trained. The rules, for opportunity snapshots:
 
 Leads are split by ``created_at``: the label of a lead is known ``sqo_window_days`` after it was
 created, so training leads are those created at least that long before ``train_end``.
+
+An export with outcomes but no dates (a converted flag and attributes only) cannot be split by
+time: it gets a stratified random split (:func:`random_split`), and every report of it says
+:data:`RANDOM_SPLIT_NOTE`. Leads of a partly dated export are split by their dates; the undated
+ones, which cannot be placed in time, join the training slice only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 TRAIN, CALIBRATION, TEST = "train", "calibration", "test"
+#: what every report of a model trained without dates says
+RANDOM_SPLIT_NOTE = "no dates: a random split; these figures cannot show drift"
+#: below this share of dated rows, a lead export is split at random (too few to order)
+MIN_DATED_SHARE = 0.5
 #: share of the usable rows in each slice, in time order
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 MIN_GAP_DAYS, MAX_GAP_DAYS = 28, 240
@@ -179,26 +188,63 @@ def thin_weeks(as_of: pd.Series, *, every: int) -> np.ndarray:
     return days.isin(keep).to_numpy()
 
 
+def random_split(
+    y: Any,
+    *,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    random_state: int = 0,
+) -> pd.Series:
+    """Slice name per row at random, stratified by the outcome ``y`` (0/1).
+
+    Only for data that cannot be ordered in time: each slice gets the same outcome rate, so
+    the test figures say how well the model ranks and is calibrated on rows like the training
+    ones — not how it holds up on later ones.
+    """
+    yv = np.asarray(y, dtype="float64")
+    rng = np.random.default_rng(random_state)
+    out = np.full(yv.size, TEST, dtype=object)
+    f_train, f_cal, _ = fractions
+    for value in np.unique(yv[~np.isnan(yv)]):
+        rows = rng.permutation(np.flatnonzero(yv == value))
+        n_train = int(round(rows.size * f_train))
+        n_cal = int(round(rows.size * f_cal))
+        out[rows[:n_train]] = TRAIN
+        out[rows[n_train : n_train + n_cal]] = CALIBRATION
+    return pd.Series(out, dtype="string")
+
+
 def split_leads(
     created_at: pd.Series | None,
     *,
     window_days: int,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     n_rows: int | None = None,
+    y: Any = None,
+    random_state: int = 0,
 ) -> tuple[pd.Series, dict[str, Any]]:
-    """Slice name per decided lead, by creation date (by row order when dates are unknown).
+    """Slice name per decided lead, by creation date; at random when too few are dated.
 
     Training leads were created at least ``window_days`` before the first calibration lead, so
-    every training label was known when the calibration slice begins.
+    every training label was known when the calibration slice begins. With fewer than
+    :data:`MIN_DATED_SHARE` of the leads dated, the split is random, stratified by ``y``
+    (``split=random`` in the returned parameters); otherwise undated leads join the training
+    slice, since they cannot be placed in the calibration or test period.
     """
     f_train, f_cal, _ = fractions
-    if created_at is None or created_at.isna().all():
-        n = int(n_rows if n_rows is not None else 0)
-        pos = np.arange(n)
-        out = np.where(
-            pos < n * f_train, TRAIN, np.where(pos < n * (f_train + f_cal), CALIBRATION, TEST)
-        )
-        return pd.Series(out, dtype="string"), {"split_by": "row order"}
+    n = int(n_rows if n_rows is not None else (0 if created_at is None else len(created_at)))
+    dated_share = 0.0 if created_at is None or n == 0 else float(created_at.notna().sum()) / n
+    if dated_share < MIN_DATED_SHARE:
+        labels = np.zeros(n) if y is None else np.asarray(y, dtype="float64")
+        out = random_split(labels, fractions=fractions, random_state=random_state)
+        if created_at is not None:
+            out.index = created_at.index
+        return out, {
+            "split": "random",
+            "split_by": "random (stratified by outcome)",
+            "split_note": RANDOM_SPLIT_NOTE,
+            "dated_rows": int(round(dated_share * n)),
+        }
+    assert created_at is not None
     days = pd.to_datetime(created_at).dt.normalize()
     ordered = np.sort(days.dropna().to_numpy())
     train_end = pd.Timestamp(ordered[int((ordered.size - 1) * f_train)])
@@ -212,8 +258,12 @@ def split_leads(
     if (out == TRAIN).sum() < 0.2 * len(out):
         # short histories: a window-long gap would leave nothing to train on; keep the time order
         out[(d > np.datetime64(train_end - gap)) & (d <= np.datetime64(train_end))] = TRAIN
+    undated = np.isnat(d)
+    out[undated] = TRAIN
     info = {
+        "split": "time",
         "split_by": "created_at",
+        "undated_train_rows": int(undated.sum()),
         "lead_train_end": train_end.date().isoformat(),
         "lead_calibration_end": cal_end.date().isoformat(),
         "lead_gap_days": int(window_days),

@@ -264,11 +264,14 @@ def log_and_register(
     input_example: pd.DataFrame,
     version_tags: Mapping[str, Any],
     client: MlflowClient,
+    artifact_name: str = "model",
 ) -> str:
     """Log ``model`` (scikit-learn flavour) in the active run and register a new version.
 
     The signature is inferred from ``input_example`` (raw feature columns, as the feature
-    builders produce them) and the model's ``predict_proba`` on it. Returns the new version.
+    builders produce them) and the model's ``predict_proba`` on it. ``artifact_name`` tells
+    two models logged in one run apart (a refused model and the baseline serving instead).
+    Returns the new version.
     """
     example = input_example.head(5).copy()
     # MLflow's schema inference wants plain object text columns, not pandas' string dtype
@@ -285,7 +288,7 @@ def log_and_register(
     with contextlib.redirect_stderr(chatter):
         info = mlflow.sklearn.log_model(
             model,
-            name="model",
+            name=artifact_name,
             signature=signature,
             input_example=example,
             registered_model_name=registered_name,

@@ -8,10 +8,18 @@ For each model (close probability from the opportunities, SQO likelihood from th
    on the next, test on the last;
 3. the baselines fitted on the training slice and scored on the same test rows
    (``models.baselines``); with too little history a baseline *is* the model (flagged);
-4. evaluation overall, by segment and by stage (by source for leads), charts, and the current
-   champion re-scored on the same test rows;
-5. MLflow: one parent run, one child run per model, the model registered, its version tagged,
-   and the ``champion`` alias moved only when the gate (``training.gates``) passes.
+4. the plain challenger (``models.plain``): the same model on the raw declared columns only,
+   fitted and calibrated on the same slices; when its test Brier is lower it is the model
+   registered, and the summary says so;
+5. evaluation overall, by segment and by stage (by source for leads) and by calendar month,
+   charts, and the current champion re-scored on the same test rows;
+6. MLflow: one parent run, one child run per model, the model registered, its version tagged,
+   and the ``champion`` alias moved only when the gate (``training.gates``) passes. When it does
+   not and there is no champion yet, the baseline with the best test Brier is registered as
+   champion (``kind=baseline``), so that scoring works after every train.
+
+Leads with an outcome but no dates get a stratified random split instead of a time split, and
+every report of such a model says so (``training.splits.RANDOM_SPLIT_NOTE``).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from models.baselines import (
     StageProbabilityBaseline,
 )
 from models.close_probability import CloseProbabilityModel
+from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
 from pipecast.config import Settings
 from training import evaluate, gates, plots, splits, tracking
@@ -65,6 +74,7 @@ LEAD_BASELINE = "source_signal_rate"
 #: how the summary table names each model and baseline (narrow terminals truncate long names)
 DISPLAY_NAMES = {
     "model": "model",
+    "plain": "plain LightGBM",
     "champion": "champion",
     "truth": "truth",
     STAGE_BASELINE: "CRM stage %",
@@ -93,10 +103,29 @@ class ModelReport:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     calibration: dict[str, str] = field(default_factory=dict)
     evaluation: pd.DataFrame | None = None
+    #: which prediction of ``metrics`` was registered: "model" (engineered) or "plain"
+    registered: str = "model"
+    #: the sentence saying how the plain challenger compared (never hidden)
+    challenger_note: str | None = None
+    #: "time" or "random" (an export without dates), and what that means for the figures
+    split: str = "time"
+    split_note: str | None = None
+    #: the baseline registered as champion when no learned model passed and none existed
+    baseline_champion: str | None = None
+    baseline_version: str | None = None
+    #: the test slice by calendar month (snapshot month / lead creation month)
+    by_month: pd.DataFrame | None = None
 
     @property
     def promoted(self) -> bool:
         return bool(self.gate and self.gate.passed)
+
+    @property
+    def champion_version(self) -> str | None:
+        """The version this run made champion (the model, or a baseline in its place)."""
+        if self.promoted:
+            return self.version
+        return self.baseline_version
 
 
 @dataclass
@@ -104,12 +133,15 @@ class TrainingSummary:
     """Everything ``render_summary`` prints, also returned to tests and scripts."""
 
     data_dir: Path
-    as_of: pd.Timestamp
+    #: the day the labels were read at; None for an export without dates (a random split)
+    as_of: pd.Timestamp | None
     run_id: str | None
     fingerprint: str
     models: list[ModelReport]
     seconds: float
     tracking_uri: str
+    #: rows left out of training per table because they contradict themselves (quarantine)
+    quarantined: dict[str, int] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelReport:
         return next(m for m in self.models if m.name == name)
@@ -171,7 +203,7 @@ def run_training(
     ):
         # a fresh clone trains on the demo export, generated on first use (interface.md)
         from features import synthetic
-        from serving.bootstrap import DEMO_SEED
+        from pipecast.config import DEMO_SEED
 
         steps("generating the demo export")
         synthetic.write_simulation(
@@ -179,9 +211,16 @@ def run_training(
         )
     steps("reading the export")
     export = read_export(data_dir)
+    quarantined = export.quarantined_rows(by="table")
     if export.opportunities is None and export.leads is None:
         raise InputError(f"{data_dir}: there are neither opportunities nor leads to train on.")
-    label_date = export.exported_at
+    # an export without any date (leads with a converted flag only) trains on a random split
+    label_date = export.export_date
+    if label_date is None and as_of is not None:
+        raise InputError(
+            f"{data_dir}: the export holds no dates (no created_at or other date in any file), "
+            "so --as-of cannot cut it. Leave --as-of out: it trains on a random split."
+        )
     if as_of is not None:
         day = parse_date(str(as_of)) if not isinstance(as_of, pd.Timestamp) else as_of.normalize()
         export.check_as_of(day)
@@ -201,10 +240,11 @@ def run_training(
     client = tracking.configure(settings.mlflow_tracking_uri)
     code = tracking.code_version()
     data_start = _data_start(export)
+    data_end = label_date.date().isoformat() if label_date is not None else ""
     common_tags = {
         "trained_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         "data_start": data_start,
-        "data_end": label_date.date().isoformat(),
+        "data_end": data_end,
         "data_fingerprint": fingerprint,
         "data_dir": str(data_dir),
         **code,
@@ -213,18 +253,22 @@ def run_training(
     with tracking.training_run(
         client,
         tracking.artifact_location(settings),
-        run_name=f"train {label_date.date()}",
+        run_name=f"train {data_end or '(no dates)'}",
         tags=common_tags,
     ) as run_id:
         tracking.log_params(
             {
-                "as_of": label_date.date().isoformat(),
+                "as_of": data_end,
                 "data_start": data_start,
                 "data_fingerprint": fingerprint,
                 "gate_tolerance": settings.gate_tolerance,
                 **{f"n_{k}": len(v) for k, v in export.tables().items()},
                 **code,
             }
+        )
+        # rows left out as inconsistent, so that a run can be compared with its data's health
+        tracking.log_metrics(
+            {f"quarantined_rows_{t}": quarantined.get(t, 0) for t in export.tables()}
         )
         if export.opportunities is not None:
             reports.append(
@@ -265,6 +309,7 @@ def run_training(
         models=reports,
         seconds=time.perf_counter() - started,
         tracking_uri=settings.mlflow_tracking_uri,
+        quarantined=quarantined,
     )
 
 
@@ -306,7 +351,7 @@ def _days(later: pd.Series, earlier: pd.Series) -> np.ndarray:
 
 def _train_close(
     export: Export,
-    label_date: pd.Timestamp,
+    label_date: pd.Timestamp | None,
     settings: Settings,
     client: Any,
     truth: dict[str, pd.DataFrame],
@@ -314,6 +359,11 @@ def _train_close(
     steps: _Steps,
 ) -> ModelReport:
     report = ModelReport(CLOSE_MODEL_NAME, "close probability")
+    if label_date is None:
+        report.skipped_reason = "the opportunities have no dates: weekly snapshots need them"
+        for _ in range(4):
+            steps.done()
+        return report
     steps("close probability: weekly snapshots and features")
     opps = export.opportunities
     assert opps is not None
@@ -371,19 +421,27 @@ def _train_close(
 
     categorical = opportunity_features.categorical_columns(X)
     model: Any
+    plain: Any = None
     if too_little is None:
+        fit_args: dict[str, Any] = {
+            "days_to_close": days_to_close[train],
+            "horizons": horizons[train],
+            "X_cal": X[cal],
+            "y_cal": y[cal].astype(int),
+            "days_to_close_cal": days_to_close[cal],
+            "horizons_cal": horizons[cal],
+            "groups_cal": ids[cal],
+        }
         model = CloseProbabilityModel(categorical=categorical, n_jobs=2).fit(
-            X[train],
-            y[train].astype(int),
-            days_to_close=days_to_close[train],
-            horizons=horizons[train],
-            X_cal=X[cal],
-            y_cal=y[cal].astype(int),
-            days_to_close_cal=days_to_close[cal],
-            horizons_cal=horizons[cal],
-            groups_cal=ids[cal],
+            X[train], y[train].astype(int), **fit_args
         )
         report.calibration = dict(model.calibration_method_)
+        # the plain challenger: same class, same slices, same calibration, raw columns only
+        raw = raw_opportunity_columns(X, export.config.features.get("opportunities", []))
+        if raw:
+            plain = PlainCloseModel(
+                categorical=[c for c in categorical if c in raw], columns=raw, n_jobs=2
+            ).fit(X[train], y[train].astype(int), **fit_args)
     else:
         report.fallback_reason = too_little
         report.kind = HistoricalCloseModel.kind
@@ -440,6 +498,10 @@ def _train_close(
         "historical_stage": preds["historical_stage"] * share_q,
     }
     preds_nq = {"model": nq_model, STAGE_BASELINE: p_stage * share_nq}
+    if plain is not None:
+        preds["plain"] = plain.predict_proba(Xt)[:, 1]
+        preds_q["plain"] = plain.predict_won_by(Xt, h_q[rows], p_win=preds["plain"])
+        preds_nq["plain"] = plain.predict_won_by(Xt, h_nq[rows], p_win=preds["plain"])
     champion_preds = _champion_predictions(
         settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[rows], h_nq[rows])
     )
@@ -454,6 +516,9 @@ def _train_close(
             preds_q["truth"] = joined["p_win_by_quarter_end"].to_numpy(dtype="float64")
             preds_nq["truth"] = joined["p_win_by_next_quarter_end"].to_numpy(dtype="float64")
     groups = {c: Xt[c] for c in ("segment", "stage") if c in Xt.columns}
+    # the test slice by the calendar month of the snapshot: a slice can look fine on average
+    # while its last months, the ones most like the next, are drifting away
+    groups["month"] = _months(table.loc[rows, "as_of"])
 
     def on(mask: np.ndarray, p: dict[str, Any]) -> dict[str, Any]:
         return {k: np.asarray(v)[mask] for k, v in p.items()}
@@ -488,15 +553,35 @@ def _train_close(
             m: evaluate.headline(table_eval, target, m)
             for m in table_eval.loc[table_eval["target"] == target, "model"].unique()
         }
+    chosen = _choose_challenger(report, "p_win")
+    if chosen == "plain":
+        model = plain
+        p_model, q_model, nq_model = preds["plain"], preds_q["plain"], preds_nq["plain"]
     coherence = evaluate.in_period_coherence(p_model, q_model, nq_model)
+    report.by_month = evaluate.by_month(table_eval, "p_win")
     steps.done()
 
     steps("close probability: logging to MLflow and gating")
     report.gate = _gate(report, "p_win", STAGE_BASELINE, settings, bool(champion_preds))
+    baseline_champion = None
+    if not report.gate.passed and not champion_preds and report.fallback_reason is None:
+        baseline_champion = _best_baseline(report, "p_win", baselines)
+        report.baseline_champion = baseline_champion
+    fit_baseline = (
+        None
+        if baseline_champion is None
+        else _close_baseline_model(
+            baseline_champion,
+            export.stage_probabilities(),
+            X[base_rows],
+            y[base_rows],
+            days_to_close[base_rows],
+        )
+    )
     reliability = {
         name: evaluate.reliability(y[test], p)
         for name, p in on(on_p, preds).items()
-        if name in ("model", STAGE_BASELINE, "truth", "champion")
+        if name in ("model", "plain", STAGE_BASELINE, "truth", "champion")
     }
     reliability_q = {
         name: evaluate.reliability(q_label[rows], p)
@@ -514,6 +599,7 @@ def _train_close(
         reliability={"p_win": reliability, "p_win_in_period_quarter": reliability_q},
         input_example=Xt.head(5) if len(Xt) else X.head(5),
         common_tags=common_tags,
+        baseline_model=fit_baseline,
     )
     steps.done()
     return report
@@ -540,7 +626,7 @@ def _join_truth(keys: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame | None:
 
 def _train_sqo(
     export: Export,
-    label_date: pd.Timestamp,
+    label_date: pd.Timestamp | None,
     settings: Settings,
     client: Any,
     truth: dict[str, pd.DataFrame],
@@ -550,11 +636,11 @@ def _train_sqo(
     report = ModelReport(SQO_MODEL_NAME, "SQO likelihood")
     steps("SQO likelihood: lead features and labels")
     table = lead_features.build_training_set(export)
-    lab = feature_labels.lead_labels(export)
+    lab = _lead_labels(export, label_date)
     # a lead is a training row once its whole window has passed: an early SQO is "decided"
     # sooner, and keeping those alone from the last window would over-count SQOs
     decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False).copy()
-    if "as_of" in table.columns:
+    if "as_of" in table.columns and label_date is not None:
         window_end = table["as_of"] + pd.Timedelta(days=export.config.sqo_window_days)
         passed = (window_end <= label_date).to_numpy(dtype=bool, na_value=False)
         undated = table["as_of"].isna().to_numpy(dtype=bool)
@@ -567,8 +653,10 @@ def _train_sqo(
     y = lab.loc[table.index, "is_sqo"].to_numpy(dtype="float64")
     created = table["as_of"] if "as_of" in table.columns else None
     slices, split_info = splits.split_leads(
-        created, window_days=export.config.sqo_window_days, n_rows=len(table)
+        created, window_days=export.config.sqo_window_days, n_rows=len(table), y=y
     )
+    report.split = str(split_info.get("split", "time"))
+    report.split_note = split_info.get("split_note")
     s = slices.to_numpy(dtype=object, na_value="")
     train, cal, test = (s == splits.TRAIN), (s == splits.CALIBRATION), (s == splits.TEST)
     X = _features_only(table.reset_index(drop=True), ("lead_id", "as_of"))
@@ -593,11 +681,17 @@ def _train_sqo(
         too_little = "the lead history is too short for a calibration and a test slice"
     categorical = lead_features.categorical_columns(X)
     model: Any
+    plain: Any = None
     if too_little is None:
         model = SQOLikelihoodModel(categorical=categorical, n_jobs=2).fit(
             X[train], y[train].astype(int), X_cal=X[cal], y_cal=y[cal].astype(int)
         )
         report.calibration = dict(model.calibration_method_)
+        raw = raw_lead_columns(X, export.config.features.get("leads", []))
+        if raw:  # a lead list with no column of its own (only a title) has no plain model
+            plain = PlainSQOModel(
+                categorical=[c for c in categorical if c in raw], columns=raw, n_jobs=2
+            ).fit(X[train], y[train].astype(int), X_cal=X[cal], y_cal=y[cal].astype(int))
     else:
         report.fallback_reason = too_little
         report.kind = HistoricalLeadModel.kind
@@ -623,6 +717,8 @@ def _train_sqo(
         LEAD_BASELINE: base.predict_rate(Xt),
         "overall_rate": overall.predict_rate(Xt),
     }
+    if plain is not None:
+        preds["plain"] = plain.predict_proba(Xt)[:, 1]
     champion_preds = _champion_predictions(settings, client, SQO_MODEL_NAME, Xt)
     report.previous_champion = champion_preds.get("version")
     if champion_preds:
@@ -636,17 +732,30 @@ def _train_sqo(
         mapped = pd.Series(ids).map(p_true)
         if mapped.notna().all():
             preds["truth"] = mapped.to_numpy(dtype="float64")
-    groups = {c: Xt[c] for c in ("source", "signal_type", "industry") if c in Xt.columns}
+    groups: dict[str, Any] = {
+        c: Xt[c] for c in ("source", "signal_type", "industry") if c in Xt.columns
+    }
+    if created is not None and report.split == "time":
+        groups["month"] = _months(created.reset_index(drop=True)[test])
+    lead_baselines = [LEAD_BASELINE, "overall_rate"]
     table_eval = evaluate.evaluation_table(
-        "sqo", yt, preds, baselines=[LEAD_BASELINE, "overall_rate"], groups=groups
+        "sqo", yt, preds, baselines=lead_baselines, groups=groups
     )
     report.evaluation = table_eval
     report.metrics["sqo"] = {m: evaluate.headline(table_eval, "sqo", m) for m in preds}
+    if _choose_challenger(report, "sqo") == "plain":
+        model = plain
+    report.by_month = evaluate.by_month(table_eval, "sqo")
     report.gate = _gate(report, "sqo", LEAD_BASELINE, settings, bool(champion_preds))
+    fit_baseline = None
+    if not report.gate.passed and not champion_preds and report.fallback_reason is None:
+        report.baseline_champion = _best_baseline(report, "sqo", lead_baselines)
+        by = ("source", "signal_type") if report.baseline_champion == LEAD_BASELINE else ()
+        fit_baseline = HistoricalLeadModel(by=by).fit(X[base_rows], y[base_rows])
     reliability = {
         name: evaluate.reliability(yt, p)
         for name, p in preds.items()
-        if name in ("model", LEAD_BASELINE, "truth", "champion")
+        if name in ("model", "plain", LEAD_BASELINE, "truth", "champion")
     }
     _log_model_run(
         report,
@@ -657,9 +766,86 @@ def _train_sqo(
         reliability={"sqo": reliability},
         input_example=Xt.head(5) if len(Xt) else X.head(5),
         common_tags=common_tags,
+        baseline_model=fit_baseline,
     )
     steps.done()
     return report
+
+
+def _lead_labels(export: Export, label_date: pd.Timestamp | None) -> pd.DataFrame:
+    """Lead labels as known at ``label_date``; for an export without dates, its ``is_sqo``."""
+    if label_date is not None:
+        return feature_labels.lead_labels(export)
+    leads = export.leads
+    assert leads is not None
+    label = feature_labels.lead_label_values(leads, export.config.sqo_window_days)
+    return pd.DataFrame(
+        {"is_sqo": label.to_numpy(), "decided": label.notna().to_numpy()},
+        index=pd.Index(leads["lead_id"].astype("string").to_numpy(), name="lead_id"),
+    )
+
+
+def _months(days: pd.Series) -> np.ndarray:
+    """Calendar month (``2026-03``) of each day, "(no date)" where there is none."""
+    d = pd.to_datetime(days).reset_index(drop=True)
+    text = d.dt.strftime("%Y-%m").astype("string").fillna("(no date)")
+    return text.to_numpy(dtype=object)
+
+
+def _choose_challenger(report: ModelReport, target: str) -> str:
+    """Register the plain challenger instead when its test Brier beats the engineered model's.
+
+    A tie goes to the engineered model. Whatever the outcome, the comparison is written to
+    ``report.challenger_note`` so that the summary always shows it.
+    """
+    metrics = report.metrics.get(target, {})
+    if "model" in metrics and "plain" not in metrics and report.fallback_reason is None:
+        report.challenger_note = (
+            "No plain challenger: the export has none of the raw declared columns to fit it on."
+        )
+    if "plain" not in metrics or "model" not in metrics:
+        return "model"
+    engineered = metrics["model"].get("brier", math.nan)
+    plain = metrics["plain"].get("brier", math.nan)
+    if not (math.isfinite(engineered) and math.isfinite(plain)):
+        return "model"
+    if plain < engineered:
+        report.registered = "plain"
+        report.kind = PlainCloseModel.kind
+        report.challenger_note = (
+            f"The plain LightGBM on the raw columns beat the engineered model on the test slice "
+            f"(Brier {plain:.4f} against {engineered:.4f}): the plain model is the one registered."
+        )
+    else:
+        report.challenger_note = (
+            f"The engineered model beat the plain LightGBM on the raw columns on the test slice "
+            f"(Brier {engineered:.4f} against {plain:.4f})."
+        )
+    return report.registered
+
+
+def _best_baseline(report: ModelReport, target: str, names: Sequence[str]) -> str:
+    """The baseline with the lowest Brier score on the test slice (the first one on ties)."""
+    metrics = report.metrics[target]
+    scored = [n for n in names if math.isfinite(metrics.get(n, {}).get("brier", math.nan))]
+    if not scored:
+        return names[0]
+    return min(scored, key=lambda n: metrics[n]["brier"])
+
+
+def _close_baseline_model(
+    name: str,
+    declared: Mapping[str, float],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    days_to_close: np.ndarray,
+) -> HistoricalCloseModel:
+    """The baseline ``name`` as a servable close model (``p_win`` and in-period timing)."""
+    by = ("stage", "segment") if name == "historical_stage_segment" else ("stage",)
+    probabilities = dict(declared) if name == STAGE_BASELINE else None
+    return HistoricalCloseModel(by=by, probabilities=probabilities).fit(
+        X, y, days_to_close=days_to_close
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -679,7 +865,7 @@ def _champion_predictions(
     version = tracking.champion_version(client, name)
     if version is None or len(X) == 0:
         return {}
-    from serving.registry import load_champion
+    from models.registry import load_champion
 
     try:
         champion, info = load_champion(settings, name)
@@ -702,10 +888,12 @@ def _model_params(
     split_params: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The parameters of a model's run: kind, features, counts, split, calibration, settings."""
+    features = getattr(model, "feature_names_", None) or list(X.columns)
     params = {
         "model_kind": report.kind,
-        "categorical": ",".join(categorical),
-        "features": ",".join(X.columns),
+        "registered": report.registered,
+        "categorical": ",".join(c for c in categorical if c in features),
+        "features": ",".join(features),
         **report.counts,
         **split_params,
         **{f"calibration_{k}": v for k, v in report.calibration.items()},
@@ -726,6 +914,7 @@ def _log_model_run(
     reliability: dict[str, dict[str, pd.DataFrame]],
     input_example: pd.DataFrame,
     common_tags: dict[str, str],
+    baseline_model: Any = None,
 ) -> None:
     assert report.gate is not None and report.evaluation is not None
     with tracking.model_run(report.name) as run_id:
@@ -736,26 +925,39 @@ def _log_model_run(
             for m, values in by_model.items():
                 for k, v in values.items():
                     flat[f"{target}.{m}.{k}"] = v
-        # the headline numbers of the model under short names, for the /models endpoint
+        # the headline numbers of the registered model under short names, for /models; the
+        # plain challenger's beside them, whichever of the two was registered
         main_target = "p_win" if "p_win" in report.metrics else "sqo"
         for k in ("auc", "brier", "log_loss", "ece", "top_decile_lift"):
-            if k in report.metrics[main_target].get("model", {}):
-                flat[f"test_{k}"] = report.metrics[main_target]["model"][k]
+            if k in report.metrics[main_target].get(report.registered, {}):
+                flat[f"test_{k}"] = report.metrics[main_target][report.registered][k]
+            if k in report.metrics[main_target].get("plain", {}):
+                flat[f"plain_{k}"] = report.metrics[main_target]["plain"][k]
         tracking.log_metrics({**flat, **extra_metrics})
         tracking.set_tags(
             {
                 "model_kind": report.kind,
+                "kind": _kind_tag(report),
                 "fallback": "yes" if report.fallback_reason else "no",
                 "gate": report.gate.tag,
+                "split": report.split,
+                **({"split_note": report.split_note} if report.split_note else {}),
+                **({"challenger": report.challenger_note} if report.challenger_note else {}),
             }
         )
         tracking.log_table(report.evaluation, "evaluation/evaluation.csv")
+        if report.by_month is not None and len(report.by_month):
+            tracking.log_table(report.by_month, "evaluation/test_by_month.csv")
         tracking.log_json(
             {
                 "metrics": report.metrics,
                 "counts": report.counts,
                 "gate": report.gate.tag,
                 "calibration": report.calibration,
+                "registered": report.registered,
+                "challenger": report.challenger_note,
+                "split": report.split,
+                "split_note": report.split_note,
             },
             "evaluation/metrics.json",
         )
@@ -791,7 +993,10 @@ def _log_model_run(
             },
             "gate": report.gate.tag,
             "model_kind": report.kind,
+            "kind": _kind_tag(report),
             "fallback": report.fallback_reason or "no",
+            "split": report.split,
+            **({"split_note": report.split_note} if report.split_note else {}),
             "git_commit": common_tags.get("git_commit", ""),
             "package_version": common_tags.get("package_version", ""),
         }
@@ -804,6 +1009,37 @@ def _log_model_run(
         )
         if report.gate.passed:
             tracking.set_champion(client, report.name, report.version)
+        elif baseline_model is not None and report.baseline_champion is not None:
+            # no learned model passed and there is no champion: serve the best baseline so
+            # that scoring works after every train, flagged as what it is
+            name = DISPLAY_NAMES.get(report.baseline_champion, report.baseline_champion)
+            report.baseline_version = tracking.log_and_register(
+                baseline_model,
+                registered_name=report.name,
+                input_example=input_example,
+                version_tags={
+                    **version_tags,
+                    "gate": (
+                        f"passed: the learned model was refused and there is no champion; "
+                        f"the {name} baseline (best test Brier of the baselines) serves instead"
+                    ),
+                    "model_kind": baseline_model.kind,
+                    "kind": "baseline",
+                    "baseline": report.baseline_champion,
+                    "fallback": f"no learned model passed the gate ({report.gate.reason})",
+                },
+                client=client,
+                artifact_name="baseline_model",
+            )
+            tracking.set_tags({"baseline_champion": report.baseline_champion})
+            tracking.set_champion(client, report.name, report.baseline_version)
+
+
+def _kind_tag(report: ModelReport) -> str:
+    """``kind`` of a registered version: lightgbm (engineered), plain, or baseline."""
+    if report.fallback_reason:
+        return "baseline"
+    return "plain" if report.registered == "plain" else "lightgbm"
 
 
 # ----------------------------------------------------------------------------------------
@@ -821,8 +1057,9 @@ _METRICS = (
 
 def render_summary(summary: TrainingSummary, console: Console) -> None:
     """Metrics side by side with the baselines and the previous champion, and the gate decision."""
+    when = f"as of {summary.as_of.date()}" if summary.as_of is not None else "(no dates)"
     console.print(
-        f"[bold]pipecast train[/] — {summary.data_dir} as of {summary.as_of.date()} "
+        f"[bold]pipecast train[/] — {summary.data_dir} {when} "
         f"({summary.seconds:.0f} s, MLflow run {summary.run_id})",
         highlight=False,
     )
@@ -836,6 +1073,12 @@ def render_summary(summary: TrainingSummary, console: Console) -> None:
             console.print(
                 f"[bold yellow]{report.label}: too little data[/] — {report.fallback_reason}. "
                 "The historical baseline was registered instead of a learned model.",
+                highlight=False,
+            )
+        if report.split_note:
+            console.print(
+                f"[bold yellow]{report.label}: {report.split_note}[/] (train / calibrate / test "
+                "drawn at random, stratified by outcome).",
                 highlight=False,
             )
         for target, by_model in report.metrics.items():
@@ -859,14 +1102,57 @@ def render_summary(summary: TrainingSummary, console: Console) -> None:
                     *[_fmt(by_model[n].get(key)) for n in names],
                 )
             console.print(table)
+        if report.by_month is not None and len(report.by_month):
+            _print_by_month(report, console)
+        if report.challenger_note:
+            colour = "bold yellow" if report.registered == "plain" else "green"
+            console.print(f"[{colour}]{report.challenger_note}[/]", highlight=False)
         gate = report.gate
         if gate is not None:
             colour = "green" if gate.passed else "red"
             verdict = "promoted to champion" if gate.passed else "registered, NOT promoted"
+            what = " (plain LightGBM)" if report.registered == "plain" else ""
             console.print(
-                f"[{colour}]{report.name} v{report.version}: {verdict}[/] — {gate.reason}",
+                f"[{colour}]{report.name} v{report.version}{what}: {verdict}[/] — {gate.reason}",
                 highlight=False,
             )
+        if report.baseline_version is not None and report.baseline_champion is not None:
+            name = DISPLAY_NAMES.get(report.baseline_champion, report.baseline_champion)
+            console.print(
+                f"[bold yellow]{report.name} v{report.baseline_version}: the {name} baseline is "
+                "champion[/] — no learned model passed the gate and there was no champion yet; "
+                "the baseline with the best test Brier serves (flagged kind=baseline) so that "
+                "scoring works. A later train whose model passes the gate replaces it.",
+                highlight=False,
+            )
+
+
+def _print_by_month(report: ModelReport, console: Console) -> None:
+    """The test slice by calendar month: rows, outcome rate and Brier of each model, compactly."""
+    frame = report.by_month
+    assert frame is not None
+    models = [
+        m
+        for m in ("model", "plain", STAGE_BASELINE, LEAD_BASELINE, "champion")
+        if f"{m}_brier" in frame.columns
+    ]
+    table = Table(
+        title=f"{report.label} — test slice by month (Brier; AUC of the registered model)",
+        title_justify="left",
+    )
+    for column in ("month", "n", "rate", *(DISPLAY_NAMES.get(m, m) for m in models), "AUC"):
+        table.add_column(column, justify="left" if column == "month" else "right")
+    auc_of = f"{report.registered}_auc"
+    for row in frame.itertuples(index=False):
+        values = row._asdict()
+        table.add_row(
+            str(values["month"]),
+            f"{int(values['n'])}",
+            f"{values['base_rate']:.3f}",
+            *(_fmt(values.get(f"{m}_brier")) for m in models),
+            _fmt(values.get(auc_of)),
+        )
+    console.print(table)
 
 
 def _fmt(value: float | None) -> str:
@@ -881,7 +1167,7 @@ def _gate(
     """The promotion decision for ``target``: beat ``baseline``, don't fall behind the champion."""
     metrics = report.metrics[target]
     return gates.decide(
-        challenger_brier=metrics["model"].get("brier", math.nan),
+        challenger_brier=metrics[report.registered].get("brier", math.nan),
         baseline_brier=metrics[baseline].get("brier", math.nan),
         champion_brier=metrics.get("champion", {}).get("brier") if has_champion else None,
         tolerance=settings.gate_tolerance,

@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from models.calibration import expected_calibration_error
 from models.close_probability import CloseProbabilityModel, stack_horizons
-from models.lgbm import FeatureEncoder, LGBMProbability, fit_calibrator
+from models.lgbm import FeatureEncoder, LGBMProbability, fit_calibrator, scaled_capacity
 from models.sqo_likelihood import SQOLikelihoodModel
 
 
@@ -155,3 +155,79 @@ def test_sqo_model() -> None:
     )
     p = m.predict_proba(X)
     assert p.shape == (n, 2) and m.calibration_method_["sqo"] in {"sigmoid", "isotonic"}
+
+
+@pytest.fixture(scope="module")
+def three_hundred_closed_deals() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Snapshots of 300 closed deals of a simulated export (at most two per deal), a later
+    calibration slice of other closed deals, and the open deals at the export date."""
+    from features import labels, opportunity, synthetic
+    from features.snapshots import snapshot_dates
+
+    export = synthetic.simulate(seed=21, n_opportunities=700, n_leads=100).export
+    table = opportunity.build_training_set(export, dates=snapshot_dates(export))
+    lab = labels.opportunity_labels(export, table[["opportunity_id", "as_of"]])
+    known = ~lab["censored"].to_numpy(dtype=bool)
+    ids = table["opportunity_id"].to_numpy(dtype=object)
+    closed = pd.unique(ids[known])
+    assert len(closed) >= 450
+    # the two latest snapshots of each training deal: a few hundred rows, as a young CRM has
+    latest = table.assign(_k=known).loc[known].groupby("opportunity_id").tail(2).index
+    in_train = np.isin(ids, closed[:300]) & table.index.isin(latest)
+    in_cal = np.isin(ids, closed[300:]) & known
+    X = table.drop(columns=["opportunity_id", "as_of"])
+    y = lab["won"].to_numpy(dtype="float64")
+    days = (pd.to_datetime(lab["closed_at"]) - pd.to_datetime(table["as_of"])).dt.days
+    d = days.to_numpy(dtype="float64", na_value=np.nan)
+    open_now = opportunity.build(export, as_of=export.exported_at)
+    fit = {
+        "X": X[in_train],
+        "y": y[in_train].astype(int),
+        "days_to_close": d[in_train],
+        "X_cal": X[in_cal],
+        "y_cal": y[in_cal].astype(int),
+        "days_to_close_cal": d[in_cal],
+        "groups_cal": ids[in_cal],
+    }
+    return fit, opportunity.categorical_columns(X), open_now  # type: ignore[return-value]
+
+
+def test_three_hundred_closed_deals_give_varied_probabilities(
+    three_hundred_closed_deals: tuple[dict, list[str], pd.DataFrame],
+) -> None:
+    fit, categorical, open_now = three_hundred_closed_deals
+    assert len(fit["X"]) < 800 and len(open_now) >= 20
+    model = CloseProbabilityModel(categorical=categorical).fit(**fit)
+    p = model.predict_p_win(open_now)
+    assert len(np.unique(np.round(p, 6))) >= 8
+    assert p.std() > 0.05 and 0.0 < p.min() < p.max() < 1.0
+    # over the snapshots of other deals, the probabilities take many values
+    later = model.predict_p_win(fit["X_cal"])
+    assert len(np.unique(np.round(later, 6))) >= 30 and later.std() > 0.05
+    # the cause it fixes: a fixed 400-row minimum leaf cannot split a table this small
+    fixed = LGBMProbability(
+        categorical=categorical,
+        num_leaves=model.num_leaves,
+        min_child_samples=model.min_child_samples,
+        scale_to_data=False,
+    ).fit(fit["X"], fit["y"])
+    assert np.ptp(fixed.predict_proba(open_now)[:, 1]) == 0.0
+    scaled = model.win_.capacity_
+    assert scaled["min_child_samples"] < len(fit["X"]) / 10
+
+
+def test_capacity_is_the_setting_on_large_tables_and_scales_down_on_small() -> None:
+    big = scaled_capacity(100_000, min_child_samples=400, min_category_count=20)
+    assert big == {
+        "min_child_samples": 400,
+        "min_category_count": 20,
+        "min_data_per_group": 50,
+        "cat_smooth": 20.0,
+    }
+    small = scaled_capacity(3_000, min_child_samples=400, min_category_count=20)
+    assert small["min_child_samples"] == 30 and small["min_category_count"] == 6
+    assert small["min_data_per_group"] == 30
+    # smoothing of category levels is never relaxed: small data needs it most
+    assert small["cat_smooth"] == 20.0
+    tiny = scaled_capacity(50, min_child_samples=400, min_category_count=20)
+    assert tiny["min_child_samples"] == 10 and tiny["min_category_count"] == 5

@@ -16,7 +16,7 @@ from features.adapters import bank_marketing, maven_crm
 from features.io import write_export
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
 from pipecast.config import Settings
-from training.train import run_training
+from training.train import ModelReport, run_training
 
 pytestmark = pytest.mark.real_data
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def test_maven_crm_close_probability(real_data_dir: Path, tmp_path: Path) -> Non
     model = metrics["model"]["brier"]
     for baseline in ("stage_probability", "historical_stage", "historical_stage_segment"):
         assert model < metrics[baseline]["brier"], baseline
+    _check_plain_challenger(report, "p_win", settings)
 
 
 def test_bank_marketing_sqo_likelihood(real_data_dir: Path, tmp_path: Path) -> None:
@@ -63,3 +64,18 @@ def test_bank_marketing_sqo_likelihood(real_data_dir: Path, tmp_path: Path) -> N
     assert report.fallback_reason is None
     for baseline in ("source_signal_rate", "overall_rate"):
         assert metrics["model"]["brier"] < metrics[baseline]["brier"], baseline
+    _check_plain_challenger(report, "sqo", settings)
+
+
+def _check_plain_challenger(report: ModelReport, target: str, settings: Settings) -> None:
+    """The plain LightGBM is in the report, and the champion is not worse than it on the test
+    slice by more than the gate tolerance; the test slice is also reported by month."""
+    metrics = report.metrics[target]
+    assert "plain" in metrics and report.challenger_note
+    assert report.version is not None and report.champion_version is not None
+    champion = (
+        report.registered if report.champion_version == report.version else None
+    ) or report.baseline_champion
+    assert champion is not None
+    assert metrics[champion]["brier"] <= metrics["plain"]["brier"] + settings.gate_tolerance
+    assert report.by_month is not None and len(report.by_month) >= 2

@@ -88,9 +88,32 @@ def test_lead_split_by_creation_with_window_gap() -> None:
     test = created[(s == "test").to_numpy(dtype=bool, na_value=False)]
     assert train.max() + pd.Timedelta(days=30) <= cal.min()
     assert cal.max() < test.min()
-    assert info["split_by"] == "created_at"
-    by_order, info = splits.split_leads(None, window_days=30, n_rows=10)
-    assert list(by_order) == ["train"] * 6 + ["calibration"] * 2 + ["test"] * 2
+    assert info["split_by"] == "created_at" and info["split"] == "time"
+
+
+def test_undated_leads_get_a_stratified_random_split() -> None:
+    y = np.r_[np.ones(100), np.zeros(900)]
+    s, info = splits.split_leads(None, window_days=30, n_rows=1000, y=y)
+    assert info["split"] == "random" and info["split_note"] == splits.RANDOM_SPLIT_NOTE
+    counts = pd.crosstab(s.to_numpy(), y)
+    assert counts.loc["train"].tolist() == [540, 60]
+    assert counts.loc["calibration"].tolist() == [180, 20]
+    assert counts.loc["test"].tolist() == [180, 20]
+    # not in row order: the test slice is spread over the file
+    test_rows = np.flatnonzero((s == "test").to_numpy())
+    assert test_rows.min() < 100 and test_rows.max() > 900
+    again, _ = splits.split_leads(None, window_days=30, n_rows=1000, y=y)
+    assert again.equals(s)
+
+
+def test_partly_dated_leads_use_their_dates_and_train_on_the_undated() -> None:
+    created = pd.Series(pd.date_range("2025-01-01", periods=1000, freq="D"))
+    created[::10] = pd.NaT
+    s, info = splits.split_leads(created, window_days=30)
+    assert info["split"] == "time" and info["undated_train_rows"] == 100
+    assert (s[created.isna()] == "train").all()
+    dated_test = created[(s == "test").to_numpy(dtype=bool, na_value=False)]
+    assert dated_test.notna().all() and len(dated_test) > 150
 
 
 def test_gate_rules() -> None:

@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from features.errors import InputError
 from models.baselines import HistoricalLeadModel
+from models.registry import champion_info, load_champion
 from pipecast.config import Settings
-from serving.registry import champion_info, load_champion
 from training import evaluate, plots, tracking
 
 

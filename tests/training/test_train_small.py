@@ -12,8 +12,8 @@ from features import opportunity, synthetic
 from features.io import read_export
 from features.periods import fiscal_quarter
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from models.registry import load_champion
 from pipecast.config import Settings
-from serving.registry import load_champion
 from serving.scoring import score_opportunities
 from training.train import run_training
 
