@@ -22,7 +22,15 @@ import time
 from typing import Any
 
 #: benchmark name → module; a module that is not there yet is skipped with a note
-KNOWN = {"features": "benchmarks.features_bench", "training": "benchmarks.training_bench"}
+KNOWN = {
+    "features": "benchmarks.features_bench",
+    "training": "benchmarks.training_bench",
+    "import": "benchmarks.import_bench",
+    "forecast": "benchmarks.forecast_bench",
+    "lead_list": "benchmarks.lead_list_bench",
+    "backtest": "benchmarks.backtest_bench",
+    "service": "benchmarks.service_bench",
+}
 
 
 def _format(rows: list[dict[str, Any]]) -> str:

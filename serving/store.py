@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
 )
 
 from features.errors import InputError
+from serving import logs
 from serving.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -429,6 +430,7 @@ class Store:
             ]
             for start in range(0, len(clean), _CHUNK):
                 conn.execute(table.insert(), clean[start : start + _CHUNK])
+        logs.note_rows(len(rows), model=batch.model, model_version=batch.model_version)
         return batch_id
 
     def save_forecast(self, batch: Batch, summary: dict[str, Any], body: Any) -> int:
@@ -449,6 +451,7 @@ class Store:
                     **{k: _plain(v) for k, v in summary.items() if k in names},
                 },
             )
+        logs.note_rows(1, model=batch.model, model_version=batch.model_version)
         return batch_id
 
     @staticmethod
@@ -470,6 +473,15 @@ class Store:
             },
         )
         return int(result.scalar_one())
+
+    def request_ids(self, prefix: str) -> set[str]:
+        """The request ids of the stored batches that start with ``prefix``."""
+        b = prediction_batches
+        with self._connect(write=False) as conn:
+            found = conn.execute(
+                sa.select(b.c.request_id).where(b.c.request_id.startswith(prefix, autoescape=True))
+            ).scalars()
+            return {str(r) for r in found}
 
     def count(self, table: sa.Table) -> int:
         """Rows in ``table`` (for reports and tests)."""
@@ -516,6 +528,9 @@ class Store:
         if len(set(ids)) != len(ids):
             # ON CONFLICT cannot touch a row twice in one statement: callers deduplicate
             raise ValueError(f"{key}s repeat within one upsert")
+        # rows locked in one order by every writer: two requests upserting overlapping ids in
+        # different orders would otherwise deadlock on PostgreSQL (and one of them fail)
+        rows = sorted(rows, key=lambda r: str(r[key]))
         values = [c for c in rows[0] if c != key]
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -527,6 +542,21 @@ class Store:
             )
         counts = UpsertCounts()
         now = utcnow()
+        upsert = insert(table)
+        excluded = upsert.excluded
+        # only a row whose values differ is rewritten (and returned, and historied)
+        changed = sa.or_(*(table.c[c].is_distinct_from(excluded[c]) for c in values))
+        # one statement, executed with many parameter sets: compiled once (and cached), where a
+        # multi-VALUES statement of 500 literal rows is compiled anew for every chunk
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[table.c[key]],
+            set_={
+                **{c: excluded[c] for c in values},
+                "source": excluded.source,
+                "updated_at": excluded.updated_at,
+            },
+            where=changed,
+        ).returning(*(table.c[c] for c in [key, *values]), _was_inserted(table, self.dialect))
         with self._connect(write=True) as conn:
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start : start + _CHUNK]
@@ -536,28 +566,21 @@ class Store:
                         sa.select(table.c[key]).where(table.c[key].in_(chunk_ids))
                     ).scalars()
                 )
-                insert_rows = insert(table).values(
-                    [
-                        {**r, "source": source, "first_recorded_at": now, "updated_at": now}
-                        for r in chunk
-                    ]
+                params = [
+                    {**r, "source": source, "first_recorded_at": now, "updated_at": now}
+                    for r in chunk
+                ]
+                written = [dict(r._mapping) for r in conn.execute(stmt, params)]
+                # PostgreSQL says which rows the statement inserted (a row another writer
+                # inserted meanwhile and this one changed is an update); SQLite has one writer
+                # at a time, so the rows seen before the statement tell it
+                n_new = sum(
+                    1
+                    for w in written
+                    if (w[key] not in existing if w["_inserted"] is None else w["_inserted"])
                 )
-                excluded = insert_rows.excluded
-                # only a row whose values differ is rewritten (and returned, and historied)
-                changed = sa.or_(*(table.c[c].is_distinct_from(excluded[c]) for c in values))
-                stmt = insert_rows.on_conflict_do_update(
-                    index_elements=[table.c[key]],
-                    set_={
-                        **{c: excluded[c] for c in values},
-                        "source": excluded.source,
-                        "updated_at": excluded.updated_at,
-                    },
-                    where=changed,
-                ).returning(*(table.c[c] for c in [key, *values]))
-                written = [dict(r._mapping) for r in conn.execute(stmt)]
-                # counted against the rows seen before the statement: a row another writer
-                # inserted meanwhile and this one left as it was counts as unchanged
-                n_new = sum(1 for w in written if w[key] not in existing)
+                for w in written:
+                    del w["_inserted"]
                 if written:
                     conn.execute(
                         outcome_history.insert(),
@@ -577,6 +600,7 @@ class Store:
                     updated=len(written) - n_new,
                     unchanged=len(chunk) - len(written),
                 )
+        logs.note_rows(len(rows))
         return counts
 
     def outcome_history(self, entity: str, entity_id: str) -> list[dict[str, Any]]:
@@ -724,6 +748,17 @@ class Store:
         return made.assign(
             actual_won=(inside * amount[None, :]).sum(axis=1), deals_won=inside.sum(axis=1)
         )
+
+
+def _was_inserted(table: sa.Table, dialect: str) -> sa.ColumnElement[Any]:
+    """In ``INSERT … ON CONFLICT … RETURNING``: whether the row was inserted (not updated).
+
+    On PostgreSQL an inserted row version has no deleting transaction (``xmax = 0``); an
+    updated one has. Elsewhere ``NULL`` (unknown).
+    """
+    if dialect == "postgresql":
+        return sa.literal_column(f"({table.name}.xmax = 0)", sa.Boolean).label("_inserted")
+    return sa.null().label("_inserted")
 
 
 def _first_line(exc: BaseException) -> str:
