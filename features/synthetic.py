@@ -41,7 +41,8 @@ from features.io import DatasetConfig, Export, StageDef, coerce_table, write_exp
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["Simulation", "simulate", "write_simulation", "describe", "EXPORTED_AT", "STAGES"]
+__all__ = ["Simulation", "simulate", "write_simulation", "describe", "quarter_end_rush", "EXPORTED_AT",
+           "STAGES", "REALISTIC_STALE_SHARE"]
 
 EXPORTED_AT = pd.Timestamp("2026-11-01")
 HISTORY_START = pd.Timestamp("2024-05-01")
@@ -176,6 +177,8 @@ QUALITY_CENTRE = 0.90
 NEXT_STEP_BASE, NEXT_STEP_ENGAGEMENT = 1.6, 1.0
 #: activities on the day a deal is created (discovery call, follow-up emails) for an average deal
 CREATION_ACTIVITIES = 3.0
+#: share of deals left open for ever in a CRM without pipeline hygiene (``stale_share``)
+REALISTIC_STALE_SHARE = 0.15
 #: extra win logit in the last weeks of a fiscal quarter
 PULL_IN = 0.70
 PULL_IN_DAYS = 13
@@ -535,7 +538,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
 
 
 def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 60000,
-             progress: Progress | None = None) -> Simulation:
+             stale_share: float = 0.0, progress: Progress | None = None) -> Simulation:
     """Simulate a CRM export of about ``n_opportunities`` deals and ``n_leads`` list leads.
 
     About 2.5 years of history end at the export date (2026-11-01, in ``dataset.yaml``).
@@ -549,6 +552,14 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
         About how many opportunities (SQO'd list leads plus inbound, expansion and partner).
     n_leads
         How many list leads.
+    stale_share
+        Share of all deals that are never closed (0 = none, the default). Real CRMs hold many
+        deals that quietly died: the rep stopped working them and never marked them lost.
+        Such a deal is a would-be loss left open: from the week it died it has no activity, no
+        stage change and no close-date push, its expected close date drifts into the past, and
+        it stays ``open`` in the export for ever (``truth/opportunities`` says ``stale``; its
+        snapshots after that week have true probabilities 0). About 10-20% is typical
+        (:data:`REALISTIC_STALE_SHARE`); it cannot exceed the share of deals lost.
     progress
         Optional rich progress display to advance.
     """
@@ -658,6 +669,9 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
         }))
     _tick(progress, task)
 
+    # --- deals that die quietly: would-be losses never closed in the CRM -----------------
+    stale = _stale_deals(seed, won, stale_share)
+
     # --- history: creation, advances (with amount changes), pushes, close -----------------
     rng = r_hist
     seg_cycle = np.array([SEGMENT_PROCESSES[s].cycle_days for s in seg])
@@ -691,6 +705,8 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
                                np.where(won, "closed", "omitted")])
     # creation rows come first in their day and closing rows last (by their hours); an advance
     # and a close never share a week, nor do a push and a close: time order is event order
+    if stale.any():  # a stale deal has no closing row: it died without anyone closing it
+        ev = ev.loc[~((ev["kind"].to_numpy() == 3) & stale[ev["deal"].to_numpy()])]
     ev = ev.sort_values(["deal", "day", "seconds", "kind"], kind="stable").reset_index(drop=True)
     ev["stage"] = ev["stage"].where(ev["stage"] >= 0).groupby(ev["deal"]).ffill().astype(np.int64)
     ev["fc"] = ev["fc"].groupby(ev["deal"]).ffill()
@@ -725,7 +741,7 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     hist = ev.loc[ev["changed_at"].to_numpy() < export_end]
     hist = hist.loc[in_export[hist["deal"].to_numpy()]]
     last = hist.groupby("deal").tail(1).set_index("deal")
-    closed_by_export = (close_day <= export_day)
+    closed_by_export = (close_day <= export_day) & ~stale
     o = order
     status = np.where(closed_by_export[o], np.where(won[o], "won", "lost"), "open")
     opportunities = pd.DataFrame({
@@ -820,6 +836,8 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     export = Export(**tables, config=config)
 
     # --- truth ---------------------------------------------------------------------------
+    if stale.any():
+        snap_parts.append(_stale_snapshots(cal, start_stage, close_day, stale, stage_at, export_day))
     snaps = pd.concat(snap_parts, ignore_index=True)
     snaps = snaps.loc[in_export[snaps["deal"].to_numpy()]]
     snaps = snaps.iloc[np.lexsort((snaps["as_of"].to_numpy(), deal_rank[snaps["deal"].to_numpy()]))]
@@ -832,7 +850,8 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
         "p_win_at_creation": p_at_creation[o],
         "quality": quality[o],
         "engagement": engagement[o],
-        "final_status": np.where(won[o], "won", "lost"),
+        "final_status": np.where(won[o], "won", np.where(stale[o], "stale", "lost")),
+        # for a stale deal: the day it died (nothing is recorded after it)
         "final_closed_at": _as_date(close_day[o]),
     })
     truth_leads = pd.DataFrame({"lead_id": lead_id[lo], "p_sqo": L["p_sqo"][lo]})
@@ -843,6 +862,50 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     _tick(progress, task)
     return Simulation(export=export, truth={"opportunities": truth_opps,
                                            "opportunity_snapshots": snaps, "leads": truth_leads})
+
+
+def _stale_deals(seed: int, won: np.ndarray, stale_share: float) -> np.ndarray:
+    """Which deals are never closed: a random ``stale_share`` of all deals, taken among losses.
+
+    A stream of its own (not the simulation's), so that with ``stale_share=0`` the export is
+    the same as without the option, and with it everything but these deals is unchanged.
+    """
+    n = len(won)
+    if not 0.0 <= stale_share < 1.0:
+        raise ValueError(f"stale_share must be in [0, 1), got {stale_share}")
+    if stale_share == 0.0 or n == 0:
+        return np.zeros(n, dtype=bool)
+    lost = ~won
+    share_of_losses = min(1.0, stale_share * n / max(int(lost.sum()), 1))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x57A1E]))
+    return lost & (rng.random(n) < share_of_losses)
+
+
+def _stale_snapshots(cal: _Calendar, start_stage: np.ndarray, died: np.ndarray, stale: np.ndarray,
+                     stage_at: dict[str, tuple[np.ndarray, np.ndarray]], export_day: int) -> pd.DataFrame:
+    """Truth rows of stale deals on the Sundays after they died, up to the export: all zero."""
+    deals, days, stages = [], [], []
+    for at, stage_after in stage_at.values():
+        for j in np.flatnonzero(stale[at]):
+            d = at[j]
+            first = cal.index(np.array([died[d]]))[0]
+            sundays = cal.sunday[first:]
+            sundays = sundays[(sundays >= died[d]) & (sundays <= export_day)]
+            if not len(sundays):
+                continue
+            open_steps = stage_after[j][stage_after[j] >= 0]
+            last = int(open_steps[-1]) if len(open_steps) else int(start_stage[d])
+            deals.append(np.full(len(sundays), d))
+            days.append(sundays)
+            stages.append(np.full(len(sundays), last))
+    if not deals:
+        return pd.DataFrame(columns=["deal", "as_of", "stage", "p_win", "p_win_by_quarter_end",
+                                     "p_win_by_next_quarter_end"])
+    k = np.concatenate(stages)
+    z = np.zeros(len(k))
+    return pd.DataFrame({"deal": np.concatenate(deals), "as_of": np.concatenate(days),
+                         "stage": np.asarray(STAGES, dtype=object)[k],
+                         "p_win": z, "p_win_by_quarter_end": z, "p_win_by_next_quarter_end": z})
 
 
 def _pushes(rng: np.random.Generator, cal: _Calendar, created: np.ndarray, close_step: np.ndarray,
@@ -966,6 +1029,42 @@ def write_simulation(sim: Simulation, out: Path, *, fmt: str = "csv") -> None:
     write_export(sim.export, out, fmt=fmt)
     for name, df in sim.truth.items():
         write_table(df, out / "truth" / f"{name}.{fmt}")
+
+
+def quarter_end_rush(export: Export, *, days: int = 14) -> dict[str, float]:
+    """How much the quarter end pulls wins in: the share of won deals closed in the last
+    ``days`` days of their fiscal quarter, beside the share a uniform calendar would give.
+
+    Returns
+    -------
+    dict
+        ``wins``, ``share_in_last_days`` (observed), ``uniform_share`` (the last ``days`` days'
+        share of the calendar days those quarters hold) and ``lift`` (observed / uniform).
+    """
+    opps = export.opportunities
+    if opps is None:
+        raise ValueError("the export has no opportunities")
+    won = opps.loc[(opps["status"] == "won") & opps["closed_at"].notna(), "closed_at"]
+    day = _days(won.to_numpy(dtype="datetime64[ns]"))
+    q_end = _quarter_end_fy(day, export.config.fiscal_year_start_month)
+    observed = float(np.mean(q_end - day < days)) if len(day) else float("nan")
+    q_len = q_end - _quarter_end_fy(q_end - 100, export.config.fiscal_year_start_month)
+    uniform = float(np.mean(days / q_len)) if len(day) else float("nan")
+    return {
+        "wins": float(len(day)),
+        "share_in_last_days": observed,
+        "uniform_share": uniform,
+        "lift": observed / uniform if uniform else float("nan"),
+    }
+
+
+def _quarter_end_fy(days: np.ndarray, fiscal_year_start_month: int) -> np.ndarray:
+    """Last day of the fiscal quarter containing each day, for any fiscal year start."""
+    month = days.astype("datetime64[D]").astype("datetime64[M]")
+    m = month.astype(np.int64) % 12 + 1
+    into = (m - fiscal_year_start_month) % 3
+    end = month + (3 - into).astype("timedelta64[M]")
+    return end.astype("datetime64[D]").astype(np.int64) - 1
 
 
 def describe(sim: Simulation) -> str:

@@ -395,3 +395,80 @@ def test_truth_p_sqo_is_honest(default_export: tuple[Export, dict[str, pd.DataFr
         p = g["p_sqo"].to_numpy()
         sd = float(np.sqrt((p * (1 - p)).sum()) / len(p))
         assert _close_to(w.mean(), p.mean(), sd), (w.mean(), p.mean())
+
+
+# --- deals that are never closed (stale_share) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stale_simulation() -> synthetic.Simulation:
+    return synthetic.simulate(seed=3, n_opportunities=800, n_leads=4000, stale_share=0.15)
+
+
+def test_stale_share_zero_is_the_default_export(small_simulation: synthetic.Simulation) -> None:
+    again = synthetic.simulate(seed=3, n_opportunities=800, n_leads=4000, stale_share=0.0)
+    for name in ("opportunities", "stage_history", "activities", "leads"):
+        pd.testing.assert_frame_equal(
+            getattr(small_simulation.export, name), getattr(again.export, name)
+        )
+
+
+def test_stale_deals_stay_open_and_go_quiet(stale_simulation: synthetic.Simulation) -> None:
+    truth = stale_simulation.truth["opportunities"]
+    export = stale_simulation.export
+    assert export.opportunities is not None and export.activities is not None
+    stale = truth.loc[truth["final_status"] == "stale"]
+    share = len(stale) / len(truth)
+    assert 0.10 <= share <= 0.20  # asked for 15% of 800 deals
+    opps = export.opportunities.set_index("opportunity_id")
+    # never closed, whatever their age: open in the export, no close date, no closing row
+    assert (opps.loc[stale["opportunity_id"], "status"] == "open").all()
+    assert opps.loc[stale["opportunity_id"], "closed_at"].isna().all()
+    assert export.stage_history is not None
+    hist = export.stage_history
+    closing = hist["stage"].isin([synthetic.WON, synthetic.LOST])
+    assert not hist.loc[closing, "opportunity_id"].isin(stale["opportunity_id"]).any()
+    # nothing is recorded after the day the deal died: no activity, no history row
+    died = stale.set_index("opportunity_id")["final_closed_at"] + pd.Timedelta(days=1)
+    acts = export.activities.loc[export.activities["opportunity_id"].isin(died.index)]
+    assert (acts["occurred_at"] < acts["opportunity_id"].map(died)).all()
+    rows = hist.loc[hist["opportunity_id"].isin(died.index)]
+    assert (rows["changed_at"] < rows["opportunity_id"].map(died)).all()
+    # the rest of the world is the same as without the option
+    base = synthetic.simulate(seed=3, n_opportunities=800, n_leads=4000)
+    assert base.export.opportunities is not None
+    same = ~base.export.opportunities["opportunity_id"].isin(stale["opportunity_id"])
+    pd.testing.assert_frame_equal(
+        base.export.opportunities.loc[same].reset_index(drop=True),
+        export.opportunities.loc[same.to_numpy()].reset_index(drop=True),
+    )
+
+
+def test_stale_truth_is_zero_after_the_deal_died(stale_simulation: synthetic.Simulation) -> None:
+    truth = stale_simulation.truth
+    stale = truth["opportunities"].loc[truth["opportunities"]["final_status"] == "stale"]
+    snaps = truth["opportunity_snapshots"]
+    died = stale.set_index("opportunity_id")["final_closed_at"]
+    rows = snaps.loc[snaps["opportunity_id"].isin(died.index)]
+    after = rows["as_of"] >= rows["opportunity_id"].map(died)
+    assert after.sum() > 0
+    assert (rows.loc[after, ["p_win", "p_win_by_quarter_end"]] == 0).all().all()
+    # every Sunday a stale deal is open in the export up to the export date has a truth row
+    assert not snaps.duplicated(["opportunity_id", "as_of"]).any()
+
+
+def test_stale_share_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="stale_share"):
+        synthetic.simulate(seed=3, n_opportunities=100, n_leads=500, stale_share=1.0)
+
+
+@pytest.mark.slow
+def test_quarter_end_rush_is_realistic(
+    default_export: tuple[Export, dict[str, pd.DataFrame]],
+) -> None:
+    rush = synthetic.quarter_end_rush(default_export[0], days=14)
+    # a uniform calendar puts about 15% of a quarter's days in its last two weeks; B2B
+    # quarters end in a rush: well above that, yet not every deal signs at the wire
+    assert 0.14 < rush["uniform_share"] < 0.17
+    assert 1.3 <= rush["lift"] <= 3.0
+    assert rush["share_in_last_days"] < 0.5
