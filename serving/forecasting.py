@@ -946,7 +946,7 @@ def forecast_pipeline(
     """
     # imported here: the service module imports this one's neighbours at start-up
     from serving.reports.pages import store_forecast
-    from serving.service import inline_export
+    from serving.service import inline_export, server_export
 
     tables = {
         name: rows
@@ -956,7 +956,7 @@ def forecast_pipeline(
     if tables:
         export = inline_export(settings, tables)
     else:
-        export = read_export(settings.data_dir, require=("opportunities",))
+        export = server_export(settings, require=("opportunities",))
     result = forecast_export(
         export,
         champion.model,
