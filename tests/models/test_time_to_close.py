@@ -1,0 +1,285 @@
+"""The competing-risks close model: hazards → incidence, risk sets, coherence, acceptance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.time_to_close import (
+    LOST,
+    OPEN,
+    WON,
+    CompetingRisksCloseModel,
+    incidence_from_hazards,
+    interval_ends,
+    interval_frame,
+)
+
+
+def _day(text: str) -> int:
+    return int(np.datetime64(text, "D").astype(np.int64))
+
+
+def test_incidence_from_hazards_by_hand() -> None:
+    hw = np.array([[0.1, 0.2, 0.5]])
+    hl = np.array([[0.3, 0.1, 0.5]])
+    cif, surv = incidence_from_hazards(hw, hl)
+    # S = 0.6, 0.6·0.7 = 0.42, 0; CIF = 0.1, 0.1 + 0.6·0.2 = 0.22, 0.22 + 0.42·0.5 = 0.43
+    np.testing.assert_allclose(surv[0], [0.6, 0.42, 0.0])
+    np.testing.assert_allclose(cif[0], [0.1, 0.22, 0.43])
+
+
+def test_intervals_end_on_sundays_month_ends_and_the_horizon() -> None:
+    # Wednesday 2026-01-28: Sat 31 Jan (month end), Sun 1 Feb, Sun 8 Feb, and Sun 15 Feb
+    # covers the horizon (11 Feb); a longer horizon extends the same grid
+    ends = interval_ends(_day("2026-01-28"), 14)
+    assert ends.tolist() == [3, 4, 11, 18]
+    assert interval_ends(_day("2026-01-28"), 30).tolist()[:4] == [3, 4, 11, 18]
+    assert interval_ends(_day("2026-01-28"), 11).tolist() == [3, 4, 11]
+    cal = interval_frame(_day("2026-01-28"), ends, fiscal_year_start_month=2)
+    # fiscal year from February: 31 Jan closes Q4, and the month
+    assert cal["closes_quarter"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert cal["closes_month"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert cal["days_to_quarter_end"].tolist() == [0.0, 88.0, 81.0, 74.0]
+    # 1 Nov..31 Jan is 92 days: its last day falls in a short 14th week
+    assert cal["week_of_quarter"].tolist() == [14.0, 1.0, 2.0, 3.0]
+    assert cal["in_last_month_of_quarter"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert cal["days_ahead"].tolist() == [0.0, 3.0, 4.0, 11.0]
+    assert cal["interval_days"].tolist() == [3.0, 1.0, 7.0, 7.0]
+
+
+def test_risk_sets_hold_every_open_week_and_censor_at_the_label_date() -> None:
+    # landmark Sunday 2026-03-01; next Sundays 8, 15, 22 Mar; month end 31 Mar
+    X = pd.DataFrame({"age_days": [10.0, 20.0, 30.0, 40.0]})
+    as_of = pd.Series(pd.to_datetime(["2026-03-01"] * 4))
+    closed = pd.Series(pd.to_datetime(["2026-03-10", "2026-03-08", None, "2026-03-30"]))
+    won = np.array([1.0, 0.0, np.nan, 1.0])
+    model = CompetingRisksCloseModel(fiscal_year_start_month=1, max_horizon_days=60)
+    Xs, y, rows = model.risk_set_rows(
+        X, as_of=as_of, closed_at=closed, won=won, censor_at=pd.Timestamp("2026-03-22")
+    )
+    got = {
+        r: list(zip(Xs["days_ahead"].to_numpy()[rows == r], y[rows == r], strict=True))
+        for r in range(4)
+    }
+    # deal 0: open in week 1, won in week 2 (10 Mar)
+    assert got[0] == [(0.0, OPEN), (7.0, WON)]
+    # deal 1: lost on 8 Mar, the last day of week 1
+    assert got[1] == [(0.0, LOST)]
+    # deal 2: still open: every week seen up to the censoring day, nothing after
+    assert got[2] == [(0.0, OPEN), (7.0, OPEN), (14.0, OPEN)]
+    # deal 3: won after the censoring day: as far as the slice knows, open
+    assert got[3] == [(0.0, OPEN), (7.0, OPEN), (14.0, OPEN)]
+    # age advances with the interval
+    assert Xs["age_at_interval_end"].to_numpy()[rows == 2].tolist() == [37.0, 44.0, 51.0]
+
+
+def test_thinning_keeps_about_the_share_asked() -> None:
+    n = 400
+    X = pd.DataFrame({"age_days": np.zeros(n)})
+    as_of = pd.Series(pd.to_datetime(["2026-03-01"] * n))
+    model = CompetingRisksCloseModel(max_horizon_days=120)
+    full = model.risk_set_rows(
+        X,
+        as_of=as_of,
+        closed_at=pd.Series([pd.NaT] * n),
+        won=np.full(n, np.nan),
+        censor_at=pd.Timestamp("2026-06-30"),
+    )[1]
+    thin = model.risk_set_rows(
+        X,
+        as_of=as_of,
+        closed_at=pd.Series([pd.NaT] * n),
+        won=np.full(n, np.nan),
+        censor_at=pd.Timestamp("2026-06-30"),
+        max_rows=len(full) // 4,
+        rng=np.random.default_rng(0),
+    )[1]
+    assert abs(len(thin) - len(full) / 4) < 0.1 * len(full) / 4
+
+
+# ----------------------------------------------------------------------------------------
+# fitted on a simulated export
+# ----------------------------------------------------------------------------------------
+
+
+def _fit_on(sim_export, *, train_end: str, **kw):
+    from features import labels as feature_labels
+    from features import opportunity as opportunity_features
+    from features.snapshots import snapshot_dates
+
+    table = opportunity_features.build_training_set(sim_export, dates=snapshot_dates(sim_export))
+    lab = feature_labels.opportunity_labels(sim_export, table[["opportunity_id", "as_of"]])
+    X = table.drop(columns=["opportunity_id", "as_of", "has_next_step"], errors="ignore")
+    as_of = pd.to_datetime(table["as_of"])
+    end = pd.Timestamp(train_end)
+    tr = (as_of <= end).to_numpy()
+    model = CompetingRisksCloseModel(
+        categorical=opportunity_features.categorical_columns(X),
+        fiscal_year_start_month=sim_export.config.fiscal_year_start_month,
+        n_estimators=80,
+        learning_rate=0.1,
+        max_training_rows=60_000,
+        **kw,
+    ).fit(
+        X[tr],
+        as_of=as_of[tr],
+        closed_at=lab["closed_at"][tr],
+        won=lab["won"][tr],
+        censor_at=end,
+    )
+    return model, table, X, lab
+
+
+@pytest.fixture(scope="module")
+def stale_fit():
+    from features import synthetic
+
+    sim = synthetic.simulate(seed=5, n_opportunities=700, n_leads=3000, stale_share=0.15)
+    return _fit_on(sim.export, train_end="2026-06-30")
+
+
+def test_fitted_model_is_coherent(stale_fit) -> None:
+    model, table, X, _ = stale_fit
+    sample = X.iloc[::40].reset_index(drop=True)
+    as_of = pd.to_datetime(table["as_of"]).iloc[::40].to_numpy()
+    p_win = model.predict_p_win(sample, as_of=as_of)
+    previous = np.zeros(len(sample))
+    for h in (3, 10, 30, 60, 91, 180, 365):
+        now = model.predict_won_by(sample, h, as_of=as_of)
+        assert np.all(now >= previous - 1e-12)
+        assert np.all(now <= p_win + 1e-12)
+        previous = now
+    later = model.predict_in_period(sample, start_days=30, end_days=120, as_of=as_of)
+    assert np.all((later >= 0) & (later <= p_win + 1e-12))
+    # without as_of, the calendar comes from days_left_in_quarter: the same quarter-end answer
+    q = X["days_left_in_quarter"].iloc[::40].to_numpy()
+    with_as_of = model.predict_won_by(sample, q, as_of=as_of)
+    without = model.predict_won_by(sample, q)
+    assert np.abs(with_as_of - without).mean() < 0.02
+
+
+def test_a_deal_lingering_without_activity_gets_less_than_a_fresh_one(stale_fit) -> None:
+    model, table, X, _ = stale_fit
+    fresh = X.loc[(X["stage"] == "Proposal") & (X["age_days"] <= 14)].iloc[[0]].copy()
+    old = fresh.copy()
+    old["age_days"] = 200.0
+    old["days_in_stage"] = 190.0
+    old["days_since_last_activity"] = 190.0
+    for c in ("activities_7d", "activities_30d", "inbound_30d", "outbound_30d", "meetings_30d"):
+        if c in old.columns:
+            old[c] = 0.0
+    both = pd.concat([fresh, old], ignore_index=True)
+    p = model.predict_in_period(both, start_days=0, end_days=42, as_of=pd.Timestamp("2026-07-05"))
+    assert p[1] < 0.5 * p[0]
+
+
+# ----------------------------------------------------------------------------------------
+# acceptance on the simulated exports (slow: the full default simulation)
+# ----------------------------------------------------------------------------------------
+
+
+def _days_between(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+    delta = pd.to_datetime(later).dt.normalize() - pd.to_datetime(earlier).dt.normalize()
+    return delta.dt.days.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _evaluate_in_quarter(stale_share: float, **settings: Any) -> pd.DataFrame:
+    """Fit on the time split training uses; the quarter's in-period table on the test window."""
+    from features import labels as feature_labels
+    from features import opportunity as opportunity_features
+    from features import synthetic
+    from features.snapshots import snapshot_dates
+    from training import splits
+    from training.evaluate_time import by_time
+
+    export = synthetic.simulate(stale_share=stale_share).export
+    table = opportunity_features.build_training_set(export, dates=snapshot_dates(export))
+    snaps = table[["opportunity_id", "as_of"]]
+    lab = feature_labels.opportunity_labels(export, snaps)
+    opps = export.opportunities
+    assert opps is not None
+    gap = splits.cycle_gap_days(opps["created_at"], opps["closed_at"])
+    split = splits.plan_opportunity_split(
+        table["as_of"], label_date=export.exported_at.normalize(), gap_days=gap
+    )
+    X = table.drop(columns=["opportunity_id", "as_of", "has_next_step"], errors="ignore")
+    as_of = pd.to_datetime(table["as_of"])
+    tr = (as_of <= split.train_end).to_numpy()
+    cal = ((as_of > split.train_end) & (as_of <= split.calibration_end)).to_numpy()
+    model = CompetingRisksCloseModel(
+        categorical=opportunity_features.categorical_columns(X),
+        fiscal_year_start_month=export.config.fiscal_year_start_month,
+        **settings,
+    ).fit(
+        X[tr],
+        as_of=as_of[tr],
+        closed_at=lab["closed_at"][tr],
+        won=lab["won"][tr],
+        censor_at=split.train_end,
+        X_cal=X[cal],
+        as_of_cal=as_of[cal],
+        closed_at_cal=lab["closed_at"][cal],
+        won_cal=lab["won"][cal],
+        censor_at_cal=split.label_date,
+    )
+    window = splits.holdout_window(snaps, lab["closed_at"], split)
+    y = lab["won_by_quarter_end"].to_numpy(dtype="float64")
+    rows = window & np.isfinite(y)
+    Xt = X[rows].reset_index(drop=True)
+    p = model.predict_in_period(
+        Xt,
+        start_days=0,
+        end_days=_days_between(lab["quarter_end"][rows], table["as_of"][rows]),
+        as_of=as_of[rows].to_numpy(),
+    )
+    frame = pd.DataFrame(
+        {
+            "as_of": as_of[rows].to_numpy(),
+            "period": "quarter",
+            "age_days": Xt["age_days"].to_numpy(),
+            "won_in_period": y[rows],
+        }
+    )
+    return by_time(
+        frame,
+        {"competing_risks": p},
+        fiscal_year_start_month=export.config.fiscal_year_start_month,
+    )
+
+
+@pytest.mark.slow
+def test_in_period_is_calibrated_in_every_third_of_the_quarter() -> None:
+    table = _evaluate_in_quarter(
+        stale_share=0.0, n_estimators=300, learning_rate=0.1, max_training_rows=200_000
+    )
+    thirds = table.loc[table["cut"] == "quarter third"].set_index("group")
+    assert set(thirds.index) == {"weeks 1-4", "weeks 5-9", "weeks 10-13"}
+    for group, row in thirds.iterrows():
+        assert row["ece"] <= 0.03, f"{group}: ECE {row['ece']:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (seed 7, 15% never-closing deals): predicted/actual in-period wins ×1.04, "
+    "×1.05, ×1.17 by age band 0–30 / 31–90 / over 90 days; the isotonic map of the cumulative "
+    "probability lifts the pooled near-zero probabilities of stale deals (uncalibrated: ×0.97, "
+    "×0.98, ×1.03, but then weeks 1–4 miss their ECE)",
+)
+def test_in_period_wins_match_by_deal_age_with_never_closing_deals() -> None:
+    table = _evaluate_in_quarter(
+        stale_share=0.15, n_estimators=300, learning_rate=0.1, max_training_rows=200_000
+    )
+    bands = table.loc[table["cut"] == "deal age"].set_index("group")
+    assert {"0-30 days", "31-90 days", "over 90 days"} <= set(bands.index)
+    for group, row in bands.iterrows():
+        if group == "unknown":
+            continue
+        ratio = row["predicted_wins"] / row["actual_wins"]
+        assert 0.9 <= ratio <= 1.1, (
+            f"{group}: predicted {row['predicted_wins']:.0f}, won {row['actual_wins']:.0f}"
+        )
