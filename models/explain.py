@@ -105,7 +105,7 @@ class Explanations:
 # ----------------------------------------------------------------------------------------
 
 
-def explain(model: Any, X: pd.DataFrame, *, k: int = TOP_K) -> Explanations:
+def explain(model: Any, X: pd.DataFrame, *, k: int = TOP_K, as_of: Any = None) -> Explanations:
     """The top ``k`` factors of each row of ``X`` for ``model``.
 
     Parameters
@@ -121,6 +121,10 @@ def explain(model: Any, X: pd.DataFrame, *, k: int = TOP_K) -> Explanations:
         ``features.lead.build`` as of the scoring day), one row per deal or lead.
     k
         Factors per row at most (fewer when fewer features contribute).
+    as_of
+        The day ``X`` describes (end of day; one or one per row). Only the competing-risks close
+        model reads it, to place the next week in the fiscal calendar; without it, the rows'
+        ``days_left_in_quarter`` does.
 
     Returns
     -------
@@ -128,6 +132,14 @@ def explain(model: Any, X: pd.DataFrame, *, k: int = TOP_K) -> Explanations:
         Per row, factors ordered by absolute contribution. A model this module does not know
         gives empty factor lists.
     """
+    if hasattr(model, "win_contributions") and hasattr(model, "booster_"):
+        # the competing-risks close model: one multiclass booster of won / lost / still open;
+        # its factors are those of won rather than lost
+        if len(X) == 0:
+            return Explanations(index=X.index, factors=[])
+        contrib, encoded = model.win_contributions(X, as_of=as_of)
+        levels = dict(getattr(model.encoder_, "levels_", {}))
+        return _factors(contrib, X, encoded, levels, k=k)
     clf = lightgbm_classifier(model)
     if clf is not None:
         return _explain_lightgbm(clf, X, k=k)
@@ -203,10 +215,21 @@ def _explain_lightgbm(clf: Any, X: pd.DataFrame, *, k: int) -> Explanations:
     if len(X) == 0:
         return Explanations(index=X.index, factors=[])
     contrib, _ = contributions(clf, X)
+    levels: dict[str, list[str]] = dict(getattr(clf.encoder_, "levels_", {}))
+    return _factors(contrib, X, clf.encoder_.transform(X), levels, k=k)
+
+
+def _factors(
+    contrib: pd.DataFrame,
+    X: pd.DataFrame,
+    Xe: pd.DataFrame,
+    levels: Mapping[str, Sequence[str]],
+    *,
+    k: int,
+) -> Explanations:
+    """Top ``k`` factors per row from per-feature contributions (``Xe``: the encoded rows)."""
     shown = [c for c in contrib.columns if c not in HIDDEN_FEATURES]
     values = contrib[shown].to_numpy(dtype="float64")
-    Xe = clf.encoder_.transform(X)
-    levels: dict[str, list[str]] = dict(getattr(clf.encoder_, "levels_", {}))
     order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
     factors: list[list[Factor]] = []
     for i in range(len(X)):

@@ -632,6 +632,56 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
             out = np.minimum(out, np.asarray(p_win, dtype="float64"))
         return out
 
+    def win_contributions(
+        self, X: pd.DataFrame, *, as_of: Any = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What pushes each deal towards won rather than lost, per feature (SHAP, log-odds).
+
+        A deal's eventual outcome, once it closes, is set by how its won hazard compares with
+        its lost hazard; the contributions here are those of the log-odds won-vs-lost in the
+        interval right after as_of (``margin_won − margin_lost`` of the multiclass booster), so a
+        positive value raises ``p_win``. The calendar of that interval is the same for every deal
+        of a day and is left out; the deal's age at its end is credited to ``age_days``.
+
+        Parameters
+        ----------
+        X
+            Snapshot features as of ``as_of`` (one row per open deal).
+        as_of
+            One day or one per row (end of day); without it, ``days_left_in_quarter`` places it.
+
+        Returns
+        -------
+        (contributions, encoded)
+            Contributions indexed like ``X``, one column per deal feature of the model, and the
+            encoded deal features (unknown categories are missing there).
+        """
+        n = len(X)
+        columns = list(self.encoder_.columns_)
+        deal = [c for c in columns if c not in INTERVAL_COLUMNS]
+        out = np.zeros((n, len(columns)))
+        encoded = self.encoder_.transform(X)
+        days = self._as_of_days(X, as_of) if n else np.zeros(0, np.int64)
+        width = len(columns) + 1
+        for day in np.unique(days):
+            idx = np.flatnonzero(days == day)
+            ends = interval_ends(int(day), 1)[:1]
+            intervals = interval_frame(int(day), ends, self.fiscal_year_start_month)
+            stacked = self._with_intervals(X.iloc[idx], intervals.iloc[np.zeros(len(idx), int)])
+            raw = np.asarray(
+                self.booster_.predict(
+                    self.encoder_.transform(stacked), num_iteration=self.n_iter_, pred_contrib=True
+                ),
+                dtype="float64",
+            ).reshape(len(idx), 3 * width)
+            won = raw[:, WON * width : WON * width + len(columns)]
+            lost = raw[:, LOST * width : LOST * width + len(columns)]
+            out[idx] = won - lost
+        table = pd.DataFrame(out, index=X.index, columns=columns)
+        if "age_days" in deal and "age_at_interval_end" in columns:
+            table["age_days"] = table["age_days"] + table["age_at_interval_end"]
+        return table[deal], encoded
+
     @property
     def feature_importances_(self) -> pd.Series:
         """Total gain per feature (all three classes), largest first."""

@@ -47,6 +47,7 @@ from models.registry import load_champion
 from pipecast.config import Settings
 from serving.scoring import (
     NEGLECT_DAYS,
+    close_probabilities,
     period_days,
     pipeline_day_and_period,
     score_opportunities,
@@ -436,11 +437,9 @@ def _changes(
     p_before = pd.Series(np.zeros(len(before)), index=before.index.astype("string"))
     start, end = period_days(period, since)
     if len(before) and end > 0:
-        pw = np.asarray(model.predict_proba(before)[:, 1], dtype="float64")
-        p_before[:] = np.asarray(
-            model.predict_in_period(before, start_days=start, end_days=end, p_win=pw),
-            dtype="float64",
-        )
+        p_before[:] = close_probabilities(
+            model, before, as_of=since, start_days=start, end_days=end
+        )[1]
     state_before = state_as_of(export, since)
     close_before = pd.to_datetime(state_before["expected_close_date"]).reindex(p_before.index)
     in_before = pd.Series(in_period(close_before, period), index=p_before.index)

@@ -36,6 +36,7 @@ The output is the file :func:`score_lead_list` gives written by ``features.io.wr
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -326,18 +327,59 @@ def simple_flags(
     return pd.Series(joined, index=features.index, dtype="string")
 
 
-def explanation_texts(model: Any, features: pd.DataFrame) -> np.ndarray:
+def explanation_texts(model: Any, features: pd.DataFrame, *, as_of: Any = None) -> np.ndarray:
     """Top factors of each row, "; "-joined (``models.explain``); "" when they cannot be had.
 
     A champion registered before explanations existed, or of an unknown kind, must still score:
     any failure here is logged and gives empty texts.
     """
     try:
-        texts = explain(model, features).texts()
+        texts = explain(model, features, as_of=as_of).texts()
         return texts.fillna("").to_numpy(dtype=object)
     except Exception:  # noqa: BLE001 — explanations are optional; scoring must not fail on them
         log.warning("explanations unavailable for this model; scoring without them", exc_info=True)
         return np.array([""] * len(features), dtype=object)
+
+
+def takes_as_of(model: Any) -> bool:
+    """Whether the model places future weeks in the calendar from the rows' ``as_of`` day.
+
+    The competing-risks close model does (its hazards depend on the week of the quarter);
+    champions of the earlier kinds take no ``as_of`` and are called as before.
+    """
+    method = getattr(model, "predict_in_period", None)
+    if method is None:
+        return False
+    try:
+        return "as_of" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def close_probabilities(
+    model: Any, features: pd.DataFrame, *, as_of: pd.Timestamp, start_days: int, end_days: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(p_win, p_win_in_period) of deals open at the end of day ``as_of``.
+
+    The period runs from ``start_days`` to ``end_days`` days after ``as_of``; one already over
+    (``end_days <= 0``) gives 0: nothing more can close in it.
+    """
+    day = pd.Timestamp(as_of).normalize()
+    dated = takes_as_of(model)
+    if dated and hasattr(model, "predict_p_win"):
+        p_win = np.asarray(model.predict_p_win(features, as_of=day), dtype="float64")
+    else:
+        p_win = np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
+    if end_days <= 0:
+        return p_win, np.zeros(len(features))
+    kwargs: dict[str, Any] = {"as_of": day} if dated else {}
+    in_period = np.asarray(
+        model.predict_in_period(
+            features, start_days=start_days, end_days=end_days, p_win=p_win, **kwargs
+        ),
+        dtype="float64",
+    )
+    return p_win, in_period
 
 
 def score_opportunities(
@@ -378,15 +420,10 @@ def score_opportunities(
                 for c in OPPORTUNITY_COLUMNS
             }
         )
-    p_win = np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
     start, end = period_days(period, as_of)
-    if end <= 0:
-        in_period = np.zeros(len(features))  # the period is over: nothing more can close in it
-    else:
-        in_period = np.asarray(
-            model.predict_in_period(features, start_days=start, end_days=end, p_win=p_win),
-            dtype="float64",
-        )
+    p_win, in_period = close_probabilities(
+        model, features, as_of=as_of, start_days=start, end_days=end
+    )
     amount = pd.to_numeric(
         features.get("amount", pd.Series(np.nan, index=features.index)), errors="coerce"
     ).to_numpy(dtype="float64", na_value=np.nan)
@@ -402,7 +439,9 @@ def score_opportunities(
                 stale_days=stale_days,
                 neglect_days=neglect_days,
             ).to_numpy(),
-            "top_factors": pd.Series(explanation_texts(model, features), dtype="string").to_numpy(),
+            "top_factors": pd.Series(
+                explanation_texts(model, features, as_of=as_of), dtype="string"
+            ).to_numpy(),
             "model_version": model_version,
         }
     )

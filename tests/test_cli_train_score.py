@@ -73,6 +73,8 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
     first = runner.invoke(app, ["train", "--data", str(workspace["data"])], env=env)
     assert first.exit_code == 0, first.output
     assert "close probability" in first.output and "CRM stage %" in first.output
+    # in-period wins by third of the quarter, printed compactly beside the metric tables
+    assert "by third of the quarter" in first.output and "weeks 10-13" in first.output
     uri = str(workspace["uri"])
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
@@ -114,6 +116,8 @@ def test_train_twice_then_score(workspace: dict[str, Any]) -> None:
     ]
     assert len(scores) > 0 and (scores["p_win_in_period"] <= scores["p_win"] + 1e-9).all()
     assert (scores["model_version"] == 1).all()
+    # the competing-risks champion explains its p_win (won rather than lost)
+    assert scores["top_factors"].fillna("").str.len().gt(0).mean() > 0.9
     later = runner.invoke(
         app,
         [
@@ -196,6 +200,23 @@ def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
             )
         )
         assert len(table) > 0
+        if name == CLOSE_MODEL_NAME:
+            # the competing-risks model, or the plain challenger when it did better on p_win
+            assert version.tags["model_kind"] in ("competing_risks", "plain")
+            by_time = pd.read_csv(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id,
+                    artifact_path="evaluation/in_period_by_time.csv",
+                    tracking_uri=uri,
+                )
+            )
+            thirds = by_time[(by_time["cut"] == "quarter third") & (by_time["model"] == "model")]
+            assert set(thirds["group"]) == {"weeks 1-4", "weeks 5-9", "weeks 10-13"}
+            assert {"model", "plain", "stage_probability"} <= set(by_time["model"])
+            assert (thirds["actual_wins"] > 0).all() and thirds["ece"].between(0, 1).all()
+            # the same rows in every cut: the thirds add up to the whole
+            whole = by_time[(by_time["cut"] == "all") & (by_time["model"] == "model")]
+            assert thirds["rows"].sum() == int(whole["rows"].iloc[0])
         info = mlflow.models.get_model_info(f"models:/{name}/1")
         assert info.signature is not None and info.signature.inputs is not None
         assert info.saved_input_example_info is not None

@@ -52,8 +52,8 @@ from features.training_table import as_known_at
 from models import baselines as baselines_module
 from models import close_probability as close_module
 from models import lgbm as lgbm_module
+from models import time_to_close as time_module
 from models.baselines import HistoricalCloseModel
-from models.close_probability import CloseProbabilityModel
 from models.forecast import (
     estimate_new_business,
     forecast_bookings,
@@ -61,6 +61,7 @@ from models.forecast import (
     stage_probabilities,
     won_in_period,
 )
+from models.time_to_close import CompetingRisksCloseModel
 from training import splits
 
 log = logging.getLogger(__name__)
@@ -274,10 +275,8 @@ def fit_close_model(
     )
     y = lab["won"].to_numpy(dtype="float64")
     days = _days(lab["closed_at"], table["as_of"])
-    horizons = np.column_stack(
-        [_days(lab["quarter_end"], table["as_of"]), _days(lab["next_quarter_end"], table["as_of"])]
-    )
     gap = splits.cycle_gap_days(opps["created_at"], opps["closed_at"])
+    split: splits.TimeSplit | None = None
     try:
         split = splits.plan_opportunity_split(table["as_of"], label_date=label_date, gap_days=gap)
         s = splits.assign_opportunity_slices(snaps, lab["closed_at"], split).to_numpy(
@@ -289,22 +288,35 @@ def fit_close_model(
     train, cal = s == splits.TRAIN, s == splits.CALIBRATION
     deals = pd.DataFrame({"id": snaps["opportunity_id"].to_numpy()[train], "won": y[train]})
     deals = deals.drop_duplicates("id")
-    if len(deals) >= min_closed_deals and deals["won"].sum() >= min_wins and cal.any():
-        if train.sum() > MAX_TRAIN_SNAPSHOTS:
-            train &= splits.thin_weeks(table["as_of"], every=2)
-        ids = snaps["opportunity_id"].to_numpy(dtype=object)
-        return CloseProbabilityModel(
-            categorical=opportunity_features.categorical_columns(X), n_jobs=2, random_state=seed
+    if (
+        split is not None
+        and len(deals) >= min_closed_deals
+        and deals["won"].sum() >= min_wins
+        and cal.any()
+    ):
+        # as pipecast train: every snapshot up to train_end, open deals included (censored
+        # there), calibrated on the snapshots up to calibration_end with outcomes at label_date
+        as_of = table["as_of"]
+        tr = (as_of <= split.train_end).to_numpy(dtype=bool)
+        cr = ((as_of > split.train_end) & (as_of <= split.calibration_end)).to_numpy(dtype=bool)
+        return CompetingRisksCloseModel(
+            categorical=opportunity_features.categorical_columns(X),
+            fiscal_year_start_month=known.config.fiscal_year_start_month,
+            n_estimators=300,
+            learning_rate=0.1,
+            max_training_rows=200_000,
+            random_state=seed,
         ).fit(
-            X[train],
-            y[train].astype(int),
-            days_to_close=days[train],
-            horizons=horizons[train],
-            X_cal=X[cal],
-            y_cal=y[cal].astype(int),
-            days_to_close_cal=days[cal],
-            horizons_cal=horizons[cal],
-            groups_cal=ids[cal],
+            X[tr],
+            as_of=as_of[tr],
+            closed_at=lab["closed_at"][tr],
+            won=lab["won"][tr],
+            censor_at=split.train_end,
+            X_cal=X[cr],
+            as_of_cal=as_of[cr],
+            closed_at_cal=lab["closed_at"][cr],
+            won_cal=lab["won"][cr],
+            censor_at_cal=split.label_date,
         )
     rows = (train if train.any() else known_outcome) & known_outcome
     if not rows.any():
@@ -346,7 +358,7 @@ def code_fingerprint() -> str:
     for path in sorted(folder.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    for module in (close_module, lgbm_module, baselines_module, splits):
+    for module in (close_module, lgbm_module, baselines_module, time_module, splits):
         h.update(inspect.getsource(module).encode())
     h.update(inspect.getsource(_FIT_CODE).encode())
     for dist in ("lightgbm", "scikit-learn", "numpy", "pandas"):
@@ -410,12 +422,20 @@ def forecast_at(
     # the amount in force at day, as ``pipecast forecast`` uses it
     amounts = pd.to_numeric(state["amount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
     if len(X):
-        p_win = np.asarray(model.predict_proba(X)[:, 1], dtype="float64")
         start, end = (period.start - day).days, (period.end - day).days
-        p = np.asarray(
-            model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win),
-            dtype="float64",
-        )
+        if getattr(model, "kind", None) == CompetingRisksCloseModel.kind:
+            # the calendar of the weeks ahead comes from the forecast day
+            p_win = np.asarray(model.predict_p_win(X, as_of=day), dtype="float64")
+            p = np.asarray(
+                model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win, as_of=day),
+                dtype="float64",
+            )
+        else:
+            p_win = np.asarray(model.predict_proba(X)[:, 1], dtype="float64")
+            p = np.asarray(
+                model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win),
+                dtype="float64",
+            )
     else:
         p = np.zeros(0)
     won = won_in_period(known.opportunities, period)
@@ -785,7 +805,7 @@ def render_backtest(result: BacktestResult, console: Any) -> None:
             r.period,
             str(r.week),
             r.as_of,
-            "LightGBM" if r.model == CloseProbabilityModel.kind else "historical rates",
+            "historical rates" if r.model == HistoricalCloseModel.kind else "LightGBM",
             _money(r.won_to_date),
             _money(r.forecast),
             f"{_money(r.p10)}–{_money(r.p90)}",

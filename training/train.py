@@ -56,11 +56,11 @@ from models.baselines import (
     InPeriodShareBaseline,
     StageProbabilityBaseline,
 )
-from models.close_probability import CloseProbabilityModel
 from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
+from models.time_to_close import CompetingRisksCloseModel
 from pipecast.config import Settings
-from training import evaluate, gates, plots, splits, tracking
+from training import evaluate, evaluate_time, gates, plots, splits, tracking
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class ModelReport:
     baseline_version: str | None = None
     #: the test slice by calendar month (snapshot month / lead creation month)
     by_month: pd.DataFrame | None = None
+    #: in-period predictions against outcomes by third of quarter, period and deal age
+    #: (``training.evaluate_time.by_time``; close probability only)
+    by_time: pd.DataFrame | None = None
 
     @property
     def promoted(self) -> bool:
@@ -432,10 +435,38 @@ def _train_close(
             "horizons_cal": horizons[cal],
             "groups_cal": ids[cal],
         }
-        model = CloseProbabilityModel(categorical=categorical, n_jobs=2).fit(
-            X[train], y[train].astype(int), **fit_args
+        # the competing-risks model learns from every snapshot up to the end of the training
+        # slice, deals still open then included (censored at train_end, nothing later is read):
+        # closed deals alone over-represent quick closes and miss the quarter-end rush
+        assert split is not None
+        as_of_all = table["as_of"]
+        tr = (as_of_all <= split.train_end).to_numpy(dtype=bool)
+        cr = ((as_of_all > split.train_end) & (as_of_all <= split.calibration_end)).to_numpy(
+            dtype=bool
         )
-        report.calibration = dict(model.calibration_method_)
+        model = CompetingRisksCloseModel(
+            categorical=categorical,
+            fiscal_year_start_month=export.config.fiscal_year_start_month,
+            n_estimators=300,
+            learning_rate=0.1,
+            max_training_rows=200_000,
+        ).fit(
+            X[tr],
+            as_of=as_of_all[tr],
+            closed_at=lab["closed_at"][tr],
+            won=lab["won"][tr],
+            censor_at=split.train_end,
+            X_cal=X[cr],
+            as_of_cal=as_of_all[cr],
+            closed_at_cal=lab["closed_at"][cr],
+            won_cal=lab["won"][cr],
+            censor_at_cal=split.label_date,
+        )
+        report.kind = CompetingRisksCloseModel.kind
+        report.calibration = {
+            "p_win": "isotonic" if model.calibrator_ is not None else "none",
+            "pairs": str(model.calibration_pairs_),
+        }
         # the plain challenger: same class, same slices, same calibration, raw columns only
         raw = raw_opportunity_columns(X, export.config.features.get("opportunities", []))
         if raw:
@@ -480,9 +511,16 @@ def _train_close(
     rows = test | (window & np.isfinite(q_label))
     on_p, on_nq = test[rows], np.isfinite(nq_label[rows])
     Xt = X[rows]
-    p_model = model.predict_proba(Xt)[:, 1]
-    q_model = model.predict_won_by(Xt, h_q[rows])
-    nq_model = model.predict_won_by(Xt, h_nq[rows])
+    as_of_t = table.loc[rows, "as_of"].to_numpy()
+    if getattr(model, "kind", None) == CompetingRisksCloseModel.kind:
+        # the calendar places each future week of the deal in its fiscal quarter
+        p_model = model.predict_p_win(Xt, as_of=as_of_t)
+        q_model = model.predict_won_by(Xt, h_q[rows], as_of=as_of_t)
+        nq_model = model.predict_won_by(Xt, h_nq[rows], as_of=as_of_t)
+    else:
+        p_model = model.predict_proba(Xt)[:, 1]
+        q_model = model.predict_won_by(Xt, h_q[rows])
+        nq_model = model.predict_won_by(Xt, h_nq[rows])
     p_stage = stage.predict_rate(Xt)
     share_q = share.share(Xt, h_q[rows])
     share_nq = share.share(Xt, h_nq[rows])
@@ -503,7 +541,7 @@ def _train_close(
         preds_q["plain"] = plain.predict_won_by(Xt, h_q[rows], p_win=preds["plain"])
         preds_nq["plain"] = plain.predict_won_by(Xt, h_nq[rows], p_win=preds["plain"])
     champion_preds = _champion_predictions(
-        settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[rows], h_nq[rows])
+        settings, client, CLOSE_MODEL_NAME, Xt, close=(h_q[rows], h_nq[rows]), as_of=as_of_t
     )
     report.previous_champion = champion_preds.get("version")
     if champion_preds:
@@ -559,6 +597,14 @@ def _train_close(
         p_model, q_model, nq_model = preds["plain"], preds_q["plain"], preds_nq["plain"]
     coherence = evaluate.in_period_coherence(p_model, q_model, nq_model)
     report.by_month = evaluate.by_month(table_eval, "p_win")
+    report.by_time = _in_period_by_time(
+        table.loc[rows, "as_of"],
+        Xt,
+        q_label[rows],
+        nq_label[rows],
+        {"model": preds_q, "next": preds_nq},
+        fiscal_year_start_month=export.config.fiscal_year_start_month,
+    )
     steps.done()
 
     steps("close probability: logging to MLflow and gating")
@@ -603,6 +649,54 @@ def _train_close(
     )
     steps.done()
     return report
+
+
+def _in_period_by_time(
+    as_of: pd.Series,
+    Xt: pd.DataFrame,
+    q_label: np.ndarray,
+    nq_label: np.ndarray,
+    preds: dict[str, dict[str, Any]],
+    *,
+    fiscal_year_start_month: int,
+) -> pd.DataFrame | None:
+    """In-period wins predicted against won, by third of quarter, period and deal age.
+
+    One row per (snapshot, period) whose outcome is known: this quarter and next quarter. Only
+    the predictions made for both periods are compared (the model, the plain challenger, the
+    stage-weighted baseline, the champion, the simulator's truth).
+    """
+    preds_q, preds_nq = preds["model"], preds["next"]
+    names = [n for n in preds_q if n in preds_nq]
+    age = (
+        Xt["age_days"].to_numpy(dtype="float64", na_value=np.nan)
+        if "age_days" in Xt.columns
+        else np.full(len(Xt), np.nan)
+    )
+    day = as_of.to_numpy()
+    parts = []
+    for period, label, p in (("quarter", q_label, preds_q), ("next quarter", nq_label, preds_nq)):
+        ok = np.isfinite(label)
+        if not ok.any():
+            continue
+        parts.append(
+            (
+                pd.DataFrame(
+                    {
+                        "as_of": day[ok],
+                        "period": period,
+                        "age_days": age[ok],
+                        "won_in_period": label[ok],
+                    }
+                ),
+                {n: np.asarray(p[n], dtype="float64")[ok] for n in names},
+            )
+        )
+    if not parts or not names:
+        return None
+    rows = pd.concat([r for r, _ in parts], ignore_index=True)
+    joined = {n: np.concatenate([p[n] for _, p in parts]) for n in names}
+    return evaluate_time.by_time(rows, joined, fiscal_year_start_month=fiscal_year_start_month)
 
 
 def _join_truth(keys: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame | None:
@@ -860,6 +954,7 @@ def _champion_predictions(
     X: pd.DataFrame,
     *,
     close: tuple[np.ndarray, np.ndarray] | None = None,
+    as_of: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The current champion re-scored on the new test rows ({} when there is none)."""
     version = tracking.champion_version(client, name)
@@ -875,8 +970,13 @@ def _champion_predictions(
     p = np.asarray(champion.predict_proba(X)[:, 1], dtype="float64")
     if close is None:
         return {"version": str(info.get("version", version)), "p": (p,)}
-    q = champion.predict_won_by(X, close[0])
-    nq = champion.predict_won_by(X, close[1])
+    if getattr(champion, "kind", None) == CompetingRisksCloseModel.kind and as_of is not None:
+        p = np.asarray(champion.predict_p_win(X, as_of=as_of), dtype="float64")
+        q = champion.predict_won_by(X, close[0], as_of=as_of)
+        nq = champion.predict_won_by(X, close[1], as_of=as_of)
+    else:
+        q = champion.predict_won_by(X, close[0])
+        nq = champion.predict_won_by(X, close[1])
     return {"version": str(info.get("version", version)), "p": (p, q, nq)}
 
 
@@ -948,6 +1048,8 @@ def _log_model_run(
         tracking.log_table(report.evaluation, "evaluation/evaluation.csv")
         if report.by_month is not None and len(report.by_month):
             tracking.log_table(report.by_month, "evaluation/test_by_month.csv")
+        if report.by_time is not None and len(report.by_time):
+            tracking.log_table(report.by_time, "evaluation/in_period_by_time.csv")
         tracking.log_json(
             {
                 "metrics": report.metrics,
@@ -1104,6 +1206,8 @@ def render_summary(summary: TrainingSummary, console: Console) -> None:
             console.print(table)
         if report.by_month is not None and len(report.by_month):
             _print_by_month(report, console)
+        if report.by_time is not None and len(report.by_time):
+            _print_by_time(report, console)
         if report.challenger_note:
             colour = "bold yellow" if report.registered == "plain" else "green"
             console.print(f"[{colour}]{report.challenger_note}[/]", highlight=False)
@@ -1152,6 +1256,39 @@ def _print_by_month(report: ModelReport, console: Console) -> None:
             *(_fmt(values.get(f"{m}_brier")) for m in models),
             _fmt(values.get(auc_of)),
         )
+    console.print(table)
+
+
+def _print_by_time(report: ModelReport, console: Console) -> None:
+    """This quarter's in-period wins by third of the quarter: predicted / won and ECE per model."""
+    frame = report.by_time
+    assert frame is not None
+    cut = frame[frame["cut"] == "period × quarter third"]
+    present = set(cut["group"])
+    groups = [
+        f"quarter / {name}"
+        for name, _, _ in evaluate_time.QUARTER_THIRDS
+        if f"quarter / {name}" in present
+    ]
+    if not groups:
+        return
+    models = [m for m in ("model", "plain", STAGE_BASELINE, "champion") if m in set(cut["model"])]
+    table = Table(
+        title=f"{report.label} — won this quarter, by third of the quarter "
+        "(test slice: predicted / won, ECE)",
+        title_justify="left",
+    )
+    for column in ("snapshot in", "n", *(DISPLAY_NAMES.get(m, m) for m in models)):
+        table.add_column(column, justify="left" if column == "snapshot in" else "right")
+    for group in groups:
+        part = cut[cut["group"] == group].set_index("model")
+        cells = []
+        for m in models:
+            r = part.loc[m]
+            cells.append(
+                f"{r['predicted_wins']:.0f} / {r['actual_wins']:.0f}  {_fmt(float(r['ece']))}"
+            )
+        table.add_row(str(group).removeprefix("quarter / "), f"{int(part['rows'].iloc[0])}", *cells)
     console.print(table)
 
 

@@ -177,6 +177,36 @@ def test_a_deal_lingering_without_activity_gets_less_than_a_fresh_one(stale_fit)
     assert p[1] < 0.5 * p[0]
 
 
+def test_top_factors_are_those_of_won_rather_than_lost(stale_fit) -> None:
+    from models.explain import explain
+    from models.time_to_close import INTERVAL_COLUMNS
+
+    model, table, X, _ = stale_fit
+    fresh = X.loc[(X["stage"] == "Proposal") & (X["age_days"] <= 14)].iloc[[0]].copy()
+    old = fresh.copy()
+    old["age_days"] = 200.0
+    old["days_in_stage"] = 190.0
+    old["days_since_last_activity"] = 190.0
+    both = pd.concat([fresh, old], ignore_index=True)
+    day = pd.Timestamp("2026-07-05")
+    contrib, encoded = model.win_contributions(both, as_of=day)
+    assert list(contrib.index) == list(both.index) and len(encoded) == 2
+    assert not set(contrib.columns) & set(INTERVAL_COLUMNS)
+    assert np.isfinite(contrib.to_numpy()).all()
+    # a deal gone quiet for months is pushed towards lost by exactly those features
+    stale = ["age_days", "days_in_stage", "days_since_last_activity"]
+    assert contrib.loc[1, stale].sum() < contrib.loc[0, stale].sum()
+    assert contrib.loc[1, stale].sum() < 0
+    # the same direction as the model's p_win
+    p = model.predict_p_win(both, as_of=day)
+    assert p[1] < p[0]
+    found = explain(model, both, as_of=day)
+    assert all(len(row) > 0 for row in found.factors)
+    names = {f.feature for row in found.factors for f in row}
+    assert not names & set(INTERVAL_COLUMNS)
+    assert all(isinstance(t, str) and t for t in found.texts())
+
+
 # ----------------------------------------------------------------------------------------
 # acceptance on the simulated exports (slow: the full default simulation)
 # ----------------------------------------------------------------------------------------

@@ -59,3 +59,53 @@ def test_flags_and_lead_ranking() -> None:
     ranked = score_leads(Flat(), feats, model_version="1", excluded=excluded)
     assert list(ranked["lead_id"]) == ["b", "a", "c"]
     assert list(ranked["rank"].astype("Float64").fillna(-1)) == [1, 2, -1]
+
+
+def test_a_calendar_aware_model_scores_from_the_scoring_day(small_export) -> None:
+    """The competing-risks close model gets the scoring day: its weeks ahead fall in the
+    right part of the fiscal quarter (the quarter-end rush); older kinds are called as before."""
+    from features import labels as feature_labels
+    from features import opportunity as opportunity_features
+    from features.periods import fiscal_quarter
+    from features.snapshots import snapshot_dates
+    from models.time_to_close import CompetingRisksCloseModel
+    from serving.scoring import close_probabilities, takes_as_of
+
+    export = small_export
+    table = opportunity_features.build_training_set(export, dates=snapshot_dates(export))
+    lab = feature_labels.opportunity_labels(export, table[["opportunity_id", "as_of"]])
+    X = table.drop(columns=["opportunity_id", "as_of"])
+    day = export.exported_at.normalize()
+    end = day - pd.Timedelta(days=120)
+    tr = (table["as_of"] <= end).to_numpy(dtype=bool)
+    model = CompetingRisksCloseModel(
+        categorical=opportunity_features.categorical_columns(X),
+        fiscal_year_start_month=export.config.fiscal_year_start_month,
+        n_estimators=40,
+        learning_rate=0.1,
+        max_training_rows=30_000,
+    ).fit(
+        X[tr],
+        as_of=table["as_of"][tr],
+        closed_at=lab["closed_at"][tr],
+        won=lab["won"][tr],
+        censor_at=end,
+    )
+    assert takes_as_of(model) and not takes_as_of(_model_and_features()[0])
+
+    feats = opportunity_features.build(export, as_of=day)
+    period = fiscal_quarter(day, export.config.fiscal_year_start_month)
+    out = score_opportunities(model, feats, as_of=day, period=period, model_version="7")
+    start, stop = period_days(period, day)
+    p_win = model.predict_p_win(feats, as_of=day)
+    expected = model.predict_in_period(
+        feats, start_days=start, end_days=stop, p_win=p_win, as_of=day
+    )
+    np.testing.assert_allclose(out["p_win"].to_numpy(), p_win)
+    np.testing.assert_allclose(out["p_win_in_period"].to_numpy(), expected)
+    assert (out["p_win_in_period"] <= out["p_win"] + 1e-12).all()
+    # the top factors are the model's own (won rather than lost), not empty
+    assert (out["top_factors"].fillna("").str.len() > 0).mean() > 0.9
+    # a period already over gives 0, whatever the model
+    _, over = close_probabilities(model, feats, as_of=day, start_days=-90, end_days=-1)
+    assert not over.any()

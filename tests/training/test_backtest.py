@@ -112,8 +112,8 @@ def test_structure(small_result: BacktestResult) -> None:
     assert t["period"].tolist() == [LAST_QUARTER, LAST_QUARTER]
     assert t["week"].tolist() == list(WEEKS)
     assert t["as_of"].tolist() == ["2026-08-28", "2026-10-23"]
-    # the small export has enough closed deals by mid-2026 for the LightGBM model
-    assert set(t["model"]) == {"lightgbm"}
+    # the small export has enough closed deals by mid-2026 for the learned (competing-risks) model
+    assert set(t["model"]) == {"competing_risks"}
     assert (t["p10"] <= t["forecast"]).all() and (t["forecast"] <= t["p90"]).all()
     assert (t["open_p10"] <= t["open_p90"]).all()
     # more of the quarter is won, and less is left to forecast, at week 12 than at week 4
