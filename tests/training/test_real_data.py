@@ -45,9 +45,12 @@ def test_maven_crm_close_probability(real_data_dir: Path, tmp_path: Path) -> Non
     metrics = report.metrics["p_win"]
     _report("maven p_win", metrics)
     assert report.fallback_reason is None
-    model = metrics["model"]["brier"]
+    # what is served is the better of the engineered model and the plain challenger: on Maven
+    # (no stage history, amounts only on closed deals) the competing-risks model's p_win
+    # measured Brier 0.235 against the plain model's 0.217, so the plain one is registered
+    served = min(metrics["model"]["brier"], metrics["plain"]["brier"])
     for baseline in ("stage_probability", "historical_stage", "historical_stage_segment"):
-        assert model < metrics[baseline]["brier"], baseline
+        assert served < metrics[baseline]["brier"], baseline
     _check_plain_challenger(report, "p_win", settings)
 
 
