@@ -22,7 +22,7 @@ from models.registry import ensure_default_registry_dir
 from pipecast.config import Settings
 from serving import logs
 from serving.champions import ChampionHolder
-from serving.deps import require_api_key
+from serving.deps import require_api_key, require_page_key
 from serving.errors import RequestTooLarge, Unavailable
 from serving.routers import calibration, forecast, health, models, outcomes, scores
 from serving.routers import reports as report_pages
@@ -208,5 +208,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calibration.router,
     ):
         app.include_router(router, dependencies=protected)
-    app.include_router(report_pages.router, dependencies=protected)
+    app.include_router(report_pages.router, dependencies=[Depends(require_page_key)])
     return app

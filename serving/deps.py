@@ -7,7 +7,12 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
 from pipecast.config import Settings
 from serving.champions import ChampionHolder
@@ -50,7 +55,19 @@ def get_request_id(request: Request) -> str | None:
 
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 
+#: the realm a browser shows when it asks for the key of the report pages
+PAGE_REALM = "pipecast reports"
+
 _bearer = HTTPBearer(auto_error=False, description="one of the keys in PIPECAST_API_KEYS")
+
+
+def _is_valid_key(given: str, keys: list[str]) -> bool:
+    """Whether ``given`` is one of ``keys``, in time that reveals neither key nor position."""
+    # digests first: compare_digest is constant-time only for inputs of equal length, and every
+    # key is compared (no short cut)
+    digest = hashlib.sha256(given.encode()).digest()
+    matches = [secrets.compare_digest(digest, hashlib.sha256(k.encode()).digest()) for k in keys]
+    return any(matches)
 
 
 def require_api_key(
@@ -67,11 +84,7 @@ def require_api_key(
             detail="This endpoint needs an API key: send the header 'Authorization: Bearer KEY'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    # digests first: compare_digest is constant-time only for inputs of equal length, and every
-    # key is compared (no short cut) so that the answer time reveals neither key nor position
-    given = hashlib.sha256(credentials.credentials.encode()).digest()
-    matches = [secrets.compare_digest(given, hashlib.sha256(k.encode()).digest()) for k in keys]
-    if not any(matches):
+    if not _is_valid_key(credentials.credentials, keys):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="The API key is not valid.",
@@ -79,5 +92,53 @@ def require_api_key(
         )
 
 
+_basic = HTTPBasic(
+    auto_error=False,
+    realm=PAGE_REALM,
+    description="any user name, one of the keys in PIPECAST_API_KEYS as the password",
+)
+
+
+def require_page_key(
+    request: Request,
+    settings: SettingsDep,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> None:
+    """The report pages: an API key as a browser can send it, or as a script does.
+
+    A browser cannot add a Bearer header to a link, so a page also takes the key as the
+    password of HTTP Basic authentication (any user name): without credentials the answer is
+    401 with ``WWW-Authenticate: Basic``, and the browser asks for them once per session.
+    ``Authorization: Bearer KEY`` works as on the API.
+    """
+    keys = settings.api_key_list
+    if not keys:
+        return
+    challenge = {"WWW-Authenticate": f'Basic realm="{PAGE_REALM}", charset="UTF-8"'}
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    given: str
+    if scheme.lower() == "bearer" and value.strip():
+        given = value.strip()
+    elif basic is not None:
+        given = basic.password
+    else:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="This page needs an API key: sign in with any user name and the key as the "
+            "password, or send the header 'Authorization: Bearer KEY'.",
+            headers=challenge,
+        )
+    if not _is_valid_key(given, keys):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="The API key is not valid.",
+            headers=challenge,
+        )
+
+
 #: add to a route or router to require an API key (when keys are configured)
 ApiKeyDep = Annotated[None, Depends(require_api_key)]
+
+#: the report pages: the same keys, also as the password of HTTP Basic authentication
+PageKeyDep = Annotated[None, Depends(require_page_key)]

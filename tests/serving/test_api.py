@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,39 @@ def test_openapi_lists_the_endpoints(tmp_path: Path) -> None:
         "/calibration",
     } <= set(paths)
     assert "text/csv" in paths["/score/leads.csv"]["post"]["responses"]["200"]["content"]
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, 401),
+        (_basic("ana", "wrong"), 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        (_basic("ana", "secret-2"), 200),
+        (_basic("", "secret-1"), 200),
+        ({"Authorization": "Bearer secret-1"}, 200),
+    ],
+)
+def test_report_pages_take_the_key_as_a_browser_sends_it(
+    registry: Registry, tmp_path: Path, headers: dict[str, str], expected: int
+) -> None:
+    """A link opened in a browser cannot carry a Bearer header: the pages ask for the key with
+    HTTP Basic (the browser's own sign-in prompt), any user name, the key as the password."""
+    settings = settings_for(registry.uri, tmp_path, api_keys="secret-1, secret-2")
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/reports/calibration", headers=headers)
+        assert response.status_code == expected
+        if expected == 401:
+            assert response.headers["www-authenticate"].startswith('Basic realm="pipecast')
+            assert "API key" in response.json()["detail"]
+        else:
+            assert response.headers["content-type"].startswith("text/html")
+        # the API itself still wants the Bearer header, not a password
+        api = client.get("/models", headers=headers)
+        bearer = headers.get("Authorization", "").startswith("Bearer")
+        assert api.status_code == (expected if bearer else 401)

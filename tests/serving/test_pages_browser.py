@@ -250,3 +250,38 @@ def test_calibration_page_in_a_browser(
     (kind, width, height), *_ = charts(close)
     assert kind == "reliability" and width >= 400 and height >= 400
     assert_drawn(image)
+
+
+def test_pages_ask_a_browser_for_the_key(
+    scoring_setup: ScoringSetup, chromium: str, tmp_path: Path
+) -> None:
+    """With API keys set, a page opened without the key is refused (the browser's sign-in
+    prompt); with the key as the password of the address it renders."""
+    settings = settings_for(
+        scoring_setup.registry_uri, tmp_path, data_dir=scoring_setup.data_dir, api_keys="k-7"
+    )
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+        time.sleep(0.05)
+    try:
+        refused = _chromium(
+            chromium, f"http://127.0.0.1:{port}/reports/calibration", tmp_path / "p1", "--dump-dom"
+        )
+        assert "Calibration — are the probabilities right?" not in refused.stdout
+        # headless Chromium cannot show the sign-in prompt the challenge asks for: it says so
+        assert "ERR_INVALID_AUTH_CREDENTIALS" in refused.stderr, refused.stderr[-500:]
+        dom, image = render(
+            chromium, f"http://reader:k-7@127.0.0.1:{port}/reports/calibration", tmp_path, "keyed"
+        )
+        assert "<title>Calibration — are the probabilities right?</title>" in dom
+        assert image.shape[:2] == (WINDOW[1], WINDOW[0])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
