@@ -6,7 +6,9 @@ come from a process whose drivers are mostly observable in the export (segment, 
 signal, industry fit, region, amount, stage, weeks in stage, age, quarter end), the AE's skill
 (seen through each AE's track record), a per-deal engagement that shows through activity rates
 and whether a next step is recorded, and a small hidden remainder. The CRM's fixed stage
-probabilities ignore all but the stage, which is what a learned model improves on.
+probabilities ignore all but the stage, which is what a learned model improves on. As in a
+real CRM without pipeline hygiene, some deals are never closed: by default 15% of them
+(``stale_share``) quietly die and stay open in the export for ever.
 
 Time runs in weeks ending on Sundays (end of day). Step 0 of a deal runs from its creation
 day to the first Sunday on or after it; step ``m`` then covers the seven days ending on the
@@ -538,7 +540,7 @@ def _leads(rng: np.random.Generator, n: int, first_day: int, last_day: int, n_sd
 
 
 def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 60000,
-             stale_share: float = 0.0, progress: Progress | None = None) -> Simulation:
+             stale_share: float = REALISTIC_STALE_SHARE, progress: Progress | None = None) -> Simulation:
     """Simulate a CRM export of about ``n_opportunities`` deals and ``n_leads`` list leads.
 
     About 2.5 years of history end at the export date (2026-11-01, in ``dataset.yaml``).
@@ -553,13 +555,14 @@ def simulate(*, seed: int = 7, n_opportunities: int = 16000, n_leads: int = 6000
     n_leads
         How many list leads.
     stale_share
-        Share of all deals that are never closed (0 = none, the default). Real CRMs hold many
-        deals that quietly died: the rep stopped working them and never marked them lost.
+        Share of all deals that are never closed (default :data:`REALISTIC_STALE_SHARE`, 15%;
+        0 = none). Real CRMs hold many deals that quietly died: the rep stopped working them and
+        never marked them lost.
         Such a deal is a would-be loss left open: from the week it died it has no activity, no
         stage change and no close-date push, its expected close date drifts into the past, and
         it stays ``open`` in the export for ever (``truth/opportunities`` says ``stale``; its
-        snapshots after that week have true probabilities 0). About 10-20% is typical
-        (:data:`REALISTIC_STALE_SHARE`); it cannot exceed the share of deals lost.
+        snapshots after that week have true probabilities 0). About 10-20% is typical; it
+        cannot exceed the share of deals lost.
     progress
         Optional rich progress display to advance.
     """

@@ -82,6 +82,41 @@ def kaplan_meier(exit: Any, event: Any, *, max_age: int = MAX_AGE_DAYS) -> np.nd
     return surv
 
 
+def censored_outcomes(
+    as_of: Any, closed_at: Any, won: Any, censor_at: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Days from each snapshot to its close as known at ``censor_at``, and the outcome then.
+
+    Parameters
+    ----------
+    as_of
+        Snapshot day of each row (the deal is open at its end).
+    closed_at, won
+        Close day (NaT while open) and outcome (1 won, 0 lost, NaN open) as recorded.
+    censor_at
+        The last day whose outcomes may be read (the end of it), one or one per row. A close
+        after it is not known yet: the deal counts as open, seen up to that day.
+
+    Returns
+    -------
+    (days_to_close, won)
+        Days from as_of to the close, or to ``censor_at`` for a deal open then (negative for a
+        snapshot after ``censor_at``); the outcome, NaN for a deal open at ``censor_at``.
+    """
+    day = pd.to_datetime(pd.Series(np.asarray(as_of).ravel())).dt.normalize()
+    closed = pd.to_datetime(pd.Series(np.asarray(closed_at).ravel())).dt.normalize()
+    if np.ndim(censor_at) == 0:
+        censor = pd.Series(pd.Timestamp(censor_at).normalize(), index=day.index)
+    else:
+        censor = pd.to_datetime(pd.Series(np.asarray(censor_at).ravel())).dt.normalize()
+    known = (closed.notna() & (closed <= censor)).to_numpy(dtype=bool)
+    to_close = (closed - day).dt.days.to_numpy(dtype="float64", na_value=np.nan)
+    to_censor = (censor - day).dt.days.to_numpy(dtype="float64", na_value=np.nan)
+    days = np.where(known, to_close, to_censor)
+    outcome = np.where(known, np.asarray(won, dtype="float64"), np.nan)
+    return days, outcome
+
+
 class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
     """Win probability by deal age (Aalen–Johansen), per stratum: baseline and fallback.
 
@@ -116,7 +151,13 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
         self.max_age = max_age
 
     def fit(
-        self, X: pd.DataFrame, y: Any = None, *, days_to_close: Any, won: Any
+        self,
+        X: pd.DataFrame,
+        y: Any = None,
+        *,
+        days_to_close: Any,
+        won: Any,
+        groups: Any = None,
     ) -> CumulativeIncidenceCloseModel:
         """Fit on snapshots: each row is observed from its age at as_of (``age_days``).
 
@@ -131,6 +172,9 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
             Days from as_of to the close, or to the end of observation for a deal still open.
         won
             1 won, 0 lost, NaN still open when last seen (censored).
+        groups
+            The deal of each row, when rows are weekly snapshots: a stratum's deals and wins
+            are then counted once per deal (without it, once per row).
         """
         self.classes_ = np.array([0, 1])
         age = pd.to_numeric(X["age_days"], errors="coerce").to_numpy(dtype="float64", na_value=0)
@@ -139,6 +183,7 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
         wv = np.asarray(won, dtype="float64")
         cause = np.where(np.isnan(wv), 0, np.where(wv == 1.0, 1, 2))
         exit_age = age + np.nan_to_num(dtc, nan=0.0)
+        deal = None if groups is None else pd.factorize(pd.Series(np.asarray(groups)))[0]
         self.curves_: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
         self.overall_ = aalen_johansen(age, exit_age, cause, max_age=self.max_age)
         for depth in range(1, len(self.by) + 1):
@@ -146,7 +191,10 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
             table: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for k in pd.unique(key):
                 rows = key == k
-                if rows.sum() < self.min_deals or (cause[rows] == 1).sum() < self.min_wins:
+                if (
+                    _count(rows, deal) < self.min_deals
+                    or _count(rows & (cause == 1), deal) < self.min_wins
+                ):
                     continue
                 table[str(k)] = aalen_johansen(
                     age[rows], exit_age[rows], cause[rows], max_age=self.max_age
@@ -154,6 +202,43 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
             self.curves_.append(table)
         self.feature_names_ = ["age_days", *[c for c in self.by if c in X.columns]]
         return self
+
+    def fit_snapshots(
+        self,
+        X: pd.DataFrame,
+        *,
+        as_of: Any,
+        closed_at: Any,
+        won: Any,
+        censor_at: Any,
+        groups: Any = None,
+    ) -> CumulativeIncidenceCloseModel:
+        """Fit on the weekly snapshots known at ``censor_at`` (the end of that day).
+
+        Snapshots dated after ``censor_at`` are left out, and a close after it is not read:
+        such a deal counts as open, seen up to ``censor_at`` — as are deals that never close.
+
+        Parameters
+        ----------
+        X
+            Snapshot features with ``age_days`` and the stratum columns.
+        as_of, closed_at, won, censor_at
+            See :func:`censored_outcomes`.
+        groups
+            The deal of each snapshot (see :meth:`fit`).
+        """
+        days, outcome = censored_outcomes(as_of, closed_at, won, censor_at)
+        rows = np.isfinite(days) & (days >= 0)
+        if not (outcome[rows] == 1.0).any():
+            raise ValueError(
+                "no deal was won by the censoring day: no cumulative incidence to estimate"
+            )
+        return self.fit(
+            X.loc[rows],
+            days_to_close=days[rows],
+            won=outcome[rows],
+            groups=None if groups is None else np.asarray(groups)[rows],
+        )
 
     def _curve_index(
         self, X: pd.DataFrame
@@ -220,6 +305,13 @@ class CumulativeIncidenceCloseModel(ClassifierMixin, BaseEstimator):
         if p_win is not None:
             out = np.minimum(out, np.asarray(p_win, dtype="float64"))
         return out
+
+
+def _count(rows: np.ndarray, deal: np.ndarray | None) -> int:
+    """Rows selected, or distinct deals among them when the rows are snapshots of deals."""
+    if deal is None:
+        return int(rows.sum())
+    return int(np.unique(deal[rows]).size)
 
 
 def _key(X: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:

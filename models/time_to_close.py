@@ -29,10 +29,18 @@ weeks where the quarter actually ends. Then
 and ``p_win`` is the same sum over the long horizon: what is still open then is not a win.
 Because the sum only grows, ``P(won by t)`` is non-decreasing in ``t`` and never above ``p_win``.
 
-Calibration (on a later time slice) is one non-decreasing isotonic map ``f`` of the cumulative
-probability, fitted on (prediction, outcome) pairs "won by the month end / quarter end / next
-quarter end / ever"; ``G(t) = f(P(won by t))`` for ``t > 0`` and 0 otherwise stays non-decreasing
-in ``t``, so coherence survives calibration.
+Calibration (on a later time slice) is a map ``f_a`` of the cumulative probability that
+depends on the deal's age ``a`` at as_of, fitted on (prediction, outcome) pairs "won by the month
+end / quarter end / next quarter end / ever": a logistic regression in log-odds,
+
+    logit f_a(p) = α + β · logit p + γ · log(1 + a) + δ · logit p · log(1 + a),
+
+with ``β + δ · log(1 + a) > 0`` over the ages it is used for. Conditioning on age matters
+because a CRM holds many deals that quietly died and were never closed: their probabilities
+are near zero, and one map for all ages (isotonic) pools them with those of young deals and
+lifts them all, so old deals are over-forecast. In log-odds, near zero stays near zero. The
+age is the one at as_of (not at the horizon), so ``G(t) = f_a(P(won by t))`` for ``t > 0`` and 0
+otherwise stays non-decreasing in ``t``: coherence survives calibration.
 """
 
 from __future__ import annotations
@@ -67,8 +75,12 @@ INTERVAL_COLUMNS = (
 OPEN, WON, LOST = 0, 1, 2
 #: calibration needs this many (prediction, outcome) pairs; fewer → uncalibrated
 MIN_CALIBRATION_PAIRS = 1000
-#: at most this many calibration-slice snapshots are used to fit the calibration map
-MAX_CALIBRATION_SNAPSHOTS = 8000
+#: at most this many calibration-slice snapshots are used to fit the calibration map (measured
+#: on the default simulated export: 8,000 left the age bands' in-period wins 4-9% off on the
+#: test slice from the calibration slice's noise alone, 20,000 within 4%)
+MAX_CALIBRATION_SNAPSHOTS = 20000
+#: the calibration choices (``calibration=``)
+CALIBRATIONS = ("logistic_age", "isotonic", "sigmoid", "none")
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
@@ -156,7 +168,11 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         The (snapshot, interval) rows are thinned at random, independently of the outcome, to at
         most this many: an unbiased sample of the risk sets that keeps training fast.
     calibration
-        ``"isotonic"`` (fit on the calibration slice when it has enough pairs) or ``"none"``.
+        ``"logistic_age"`` (log-odds map with deal-age terms, see the module notes; the
+        default), ``"isotonic"`` (one non-decreasing map for all ages), ``"sigmoid"`` (Platt
+        scaling, no age) or ``"none"``; fitted on the calibration slice when it has enough
+        pairs. An age-dependent map that would not increase with the probability falls back to
+        ``"sigmoid"``.
     n_estimators, learning_rate, num_leaves, min_child_samples
         LightGBM settings (``min_child_samples`` is scaled down on small tables).
     n_jobs, random_state
@@ -172,7 +188,7 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         fiscal_year_start_month: int = 1,
         max_horizon_days: int = 728,
         max_training_rows: int = 400_000,
-        calibration: str = "isotonic",
+        calibration: str = "logistic_age",
         n_estimators: int = 600,
         learning_rate: float = 0.05,
         num_leaves: int = 15,
@@ -332,6 +348,8 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         X_cal, as_of_cal, closed_at_cal, won_cal, censor_at_cal
             The same for the later calibration slice (early stopping and calibration).
         """
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         rng = np.random.default_rng(self.random_state)
         self.classes_ = np.array([0, 1])
         self.feature_names_ = [str(c) for c in X.columns]
@@ -409,7 +427,8 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(best) if best and best > 0 else int(self.booster_.current_iteration())
         self.calibrator_: IsotonicRegression | LogisticRegression | None = None
         self.calibration_pairs_ = 0
-        if has_cal and self.calibration in ("isotonic", "sigmoid"):
+        self.calibration_method_ = "none"
+        if has_cal and self.calibration != "none":
             assert X_cal is not None
             self._calibrate(X_cal, as_of_cal, closed_at_cal, won_cal, censor_at_cal)
         return self
@@ -417,7 +436,7 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
     def _calibrate(
         self, X: pd.DataFrame, as_of: Any, closed_at: Any, won: Any, censor_at: Any
     ) -> None:
-        """Isotonic map of P(won by t) → observed, on the month / quarter / next quarter / ever."""
+        """Map of P(won by t) → observed, on the month / quarter / next quarter / ever."""
         n = len(X)
         d0 = _per_row_days(as_of, n)
         closed = pd.to_datetime(pd.Series(np.asarray(closed_at).ravel())).dt.normalize()
@@ -472,7 +491,24 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         if len(p_all) < MIN_CALIBRATION_PAIRS:
             log.info("competing risks: %d calibration pairs, too few to calibrate", len(p_all))
             return
-        if self.calibration == "sigmoid":
+        if self.calibration == "logistic_age":
+            age = np.broadcast_to(_ages(X.iloc[rows])[:, None], k.shape)[k]
+            known_age = age[np.isfinite(age)]
+            # a missing age is taken as the typical one; ages beyond those seen are held at
+            # the oldest (so the map stays increasing wherever it is used)
+            self.calibration_age_fill_ = float(np.median(known_age)) if known_age.size else 0.0
+            self.calibration_max_age_ = float(known_age.max()) if known_age.size else 0.0
+            fitted = LogisticRegression(C=1e6, max_iter=1000).fit(
+                self._age_terms(p_all, age), y_all
+            )
+            slope, _, interaction = (float(v) for v in fitted.coef_[0])
+            top = np.log1p(self.calibration_max_age_)
+            if slope > 0 and slope + interaction * top > 0:
+                self.calibrator_ = fitted
+                self.calibration_method_ = "logistic_age"
+                return
+            log.warning("competing risks: age calibration not increasing; Platt scaling instead")
+        if self.calibration in ("sigmoid", "logistic_age"):
             # Platt scaling on the log-odds: near-zero stays near zero (isotonic pools the many
             # tiny probabilities of stale deals into one block and lifts them all)
             z = _logit(p_all).reshape(-1, 1)
@@ -481,10 +517,19 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
                 log.warning("competing risks: sigmoid calibration not increasing; left out")
                 return
             self.calibrator_ = platt
+            self.calibration_method_ = "sigmoid"
             return
         self.calibrator_ = IsotonicRegression(
             out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True
         ).fit(p_all, y_all)
+        self.calibration_method_ = "isotonic"
+
+    def _age_terms(self, p: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """The calibration map's inputs: logit p, log(1 + age) and their product."""
+        a = np.where(np.isfinite(age), age, self.calibration_age_fill_)
+        la = np.log1p(np.clip(a, 0.0, self.calibration_max_age_))
+        z = _logit(np.asarray(p, dtype="float64"))
+        return np.column_stack([z, la, z * la])
 
     # --- prediction ---------------------------------------------------------------------
     def _as_of_days(self, X: pd.DataFrame, as_of: Any) -> np.ndarray:
@@ -580,15 +625,22 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         n = len(X)
         h = np.broadcast_to(np.asarray(horizon_days, dtype="float64"), (n,)).copy()
         raw = self._won_by_raw(X, as_of=as_of, horizon_days=h)
-        out = self._calibrated(raw)
+        out = self._calibrated(raw, X)
         out = np.where(h <= 0, 0.0, out)
         if p_win is not None:
             out = np.minimum(out, np.asarray(p_win, dtype="float64"))
         return out
 
-    def _calibrated(self, raw: np.ndarray) -> np.ndarray:
+    def _calibrated(self, raw: np.ndarray, X: pd.DataFrame) -> np.ndarray:
+        """The calibrated probability of each row (its deal age at as_of read from ``X``)."""
         if self.calibrator_ is None:
             return raw
+        if (
+            isinstance(self.calibrator_, LogisticRegression)
+            and self.calibrator_.n_features_in_ == 3
+        ):
+            terms = self._age_terms(np.asarray(raw, dtype="float64"), _ages(X))
+            return np.asarray(self.calibrator_.predict_proba(terms)[:, 1], dtype="float64")
         if isinstance(self.calibrator_, LogisticRegression):
             z = _logit(np.asarray(raw, dtype="float64")).reshape(-1, 1)
             return np.asarray(self.calibrator_.predict_proba(z)[:, 1], dtype="float64")
@@ -689,6 +741,16 @@ class CompetingRisksCloseModel(ClassifierMixin, BaseEstimator):
         return pd.Series(gain, index=self.encoder_.columns_, name="gain").sort_values(
             ascending=False
         )
+
+
+def _ages(X: pd.DataFrame) -> np.ndarray:
+    """Days open at as_of of each row (NaN where unknown)."""
+    if "age_days" not in X.columns:
+        return np.full(len(X), np.nan)
+    return np.asarray(
+        pd.to_numeric(X["age_days"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan),
+        dtype="float64",
+    )
 
 
 def incidence_from_hazards(h_won: np.ndarray, h_lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

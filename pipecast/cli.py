@@ -176,9 +176,10 @@ def simulate(
             "--stale-share",
             min=0.0,
             max=0.5,
-            help="Share of deals never closed (left open when they quietly died), e.g. 0.15.",
+            help="Share of deals never closed (left open when they quietly died); "
+            "0 for a CRM where every deal gets closed.",
         ),
-    ] = 0.0,
+    ] = 0.15,
 ) -> None:
     """Write a synthetic B2B CRM export (plus truth/ with the generator's true probabilities)."""
     from features import synthetic

@@ -212,7 +212,10 @@ def test_the_training_run_holds_everything(workspace: dict[str, Any]) -> None:
             )
             thirds = by_time[(by_time["cut"] == "quarter third") & (by_time["model"] == "model")]
             assert set(thirds["group"]) == {"weeks 1-4", "weeks 5-9", "weeks 10-13"}
-            assert {"model", "plain", "stage_probability"} <= set(by_time["model"])
+            # beside the stage baseline, the time-aware one (win incidence by deal age)
+            assert {"model", "plain", "stage_probability", "incidence_by_age"} <= set(
+                by_time["model"]
+            )
             assert (thirds["actual_wins"] > 0).all() and thirds["ece"].between(0, 1).all()
             # the same rows in every cut: the thirds add up to the whole
             whole = by_time[(by_time["cut"] == "all") & (by_time["model"] == "model")]

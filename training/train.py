@@ -58,6 +58,7 @@ from models.baselines import (
 )
 from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
+from models.survival import CumulativeIncidenceCloseModel
 from models.time_to_close import CompetingRisksCloseModel
 from pipecast.config import Settings
 from training import evaluate, evaluate_time, gates, plots, splits, tracking
@@ -70,6 +71,8 @@ CURRENT_ONLY_FEATURES = ("has_next_step", "days_since_last_contacted")
 MAX_TRAIN_SNAPSHOTS = 80_000
 #: the CRM stage baseline: what the gate compares with
 STAGE_BASELINE = "stage_probability"
+#: the time-aware baseline: cumulative incidence of winning by deal age, stage and segment
+AGE_BASELINE = "incidence_by_age"
 LEAD_BASELINE = "source_signal_rate"
 #: how the summary table names each model and baseline (narrow terminals truncate long names)
 DISPLAY_NAMES = {
@@ -80,6 +83,7 @@ DISPLAY_NAMES = {
     STAGE_BASELINE: "CRM stage %",
     "historical_stage": "hist. stage",
     "historical_stage_segment": "hist. stage×seg",
+    AGE_BASELINE: "hist. by age",
     LEAD_BASELINE: "hist. source×signal",
     "overall_rate": "overall rate",
 }
@@ -464,7 +468,7 @@ def _train_close(
         )
         report.kind = CompetingRisksCloseModel.kind
         report.calibration = {
-            "p_win": "isotonic" if model.calibrator_ is not None else "none",
+            "p_win": model.calibration_method_,
             "pairs": str(model.calibration_pairs_),
         }
         # the plain challenger: same class, same slices, same calibration, raw columns only
@@ -475,17 +479,23 @@ def _train_close(
             ).fit(X[train], y[train].astype(int), **fit_args)
     else:
         report.fallback_reason = too_little
-        report.kind = HistoricalCloseModel.kind
-        log.warning("close probability: %s; using the historical baseline instead", too_little)
-        fit_rows = (train if train.any() else known) & known
-        if fit_rows.sum() == 0:
-            report.skipped_reason = "no closed deals at all: nothing to learn from"
+        report.kind = CumulativeIncidenceCloseModel.kind
+        log.warning(
+            "close probability: %s; using the win incidence by deal age instead", too_little
+        )
+        if not (known & (y == 1)).any():
+            report.skipped_reason = "no deal won at all: nothing to learn from"
             steps.done()
             steps.done()
             return report
-        model = HistoricalCloseModel().fit(
-            X[fit_rows], y[fit_rows], days_to_close=days_to_close[fit_rows]
+        # the training slice when there is one, else every snapshot with what the label date
+        # knows; deals still open (stale ones included) stay in the risk sets, censored
+        model = _incidence_by_age(
+            X, table, lab, split.train_end if split is not None else label_date
         )
+        if model is None:
+            model = _incidence_by_age(X, table, lab, label_date)
+        assert model is not None
     steps.done()
 
     steps("close probability: evaluation against the baselines")
@@ -497,6 +507,13 @@ def _train_close(
     hist_seg = HistoricalRateBaseline(by=("stage", "segment")).fit(X[base_rows], y[base_rows])
     won_rows = base_rows & (y == 1)
     share = InPeriodShareBaseline().fit(X[won_rows], days_to_close[won_rows])
+    # the time-aware baseline sees what the model sees: every snapshot up to the end of the
+    # training slice, open deals censored there
+    by_age = (
+        model
+        if isinstance(model, CumulativeIncidenceCloseModel)
+        else _incidence_by_age(X, table, lab, split.train_end if split is not None else label_date)
+    )
 
     # Test rows: the test slice (outcome known at the label date) for p_win; for the in-period
     # targets, every snapshot of the test window whose "won by the period end" is known, open
@@ -536,6 +553,10 @@ def _train_close(
         "historical_stage": preds["historical_stage"] * share_q,
     }
     preds_nq = {"model": nq_model, STAGE_BASELINE: p_stage * share_nq}
+    if by_age is not None:
+        preds[AGE_BASELINE] = by_age.predict_p_win(Xt)
+        preds_q[AGE_BASELINE] = by_age.predict_won_by(Xt, h_q[rows])
+        preds_nq[AGE_BASELINE] = by_age.predict_won_by(Xt, h_nq[rows])
     if plain is not None:
         preds["plain"] = plain.predict_proba(Xt)[:, 1]
         preds_q["plain"] = plain.predict_won_by(Xt, h_q[rows], p_win=preds["plain"])
@@ -563,6 +584,8 @@ def _train_close(
 
     report.counts["test_rows_in_period"] = int(rows.sum())
     baselines = [STAGE_BASELINE, "historical_stage", "historical_stage_segment"]
+    if by_age is not None:
+        baselines.append(AGE_BASELINE)
     table_eval = pd.concat(
         [
             evaluate.evaluation_table(
@@ -572,14 +595,16 @@ def _train_close(
                 "p_win_in_period_quarter",
                 q_label[rows],
                 preds_q,
-                baselines=[STAGE_BASELINE, "historical_stage"],
+                baselines=[
+                    b for b in (STAGE_BASELINE, "historical_stage", AGE_BASELINE) if b in preds_q
+                ],
                 groups=groups,
             ),
             evaluate.evaluation_table(
                 "p_win_in_period_next_quarter",
                 nq_label[rows][on_nq],
                 on(on_nq, preds_nq),
-                baselines=[STAGE_BASELINE],
+                baselines=[b for b in (STAGE_BASELINE, AGE_BASELINE) if b in preds_nq],
                 groups=on(on_nq, groups),
             ),
         ],
@@ -616,6 +641,8 @@ def _train_close(
     fit_baseline = (
         None
         if baseline_champion is None
+        else by_age
+        if baseline_champion == AGE_BASELINE
         else _close_baseline_model(
             baseline_champion,
             export.stage_probabilities(),
@@ -925,6 +952,26 @@ def _best_baseline(report: ModelReport, target: str, names: Sequence[str]) -> st
     if not scored:
         return names[0]
     return min(scored, key=lambda n: metrics[n]["brier"])
+
+
+def _incidence_by_age(
+    X: pd.DataFrame, snapshots: pd.DataFrame, lab: pd.DataFrame, censor_at: pd.Timestamp
+) -> CumulativeIncidenceCloseModel | None:
+    """The time-aware baseline fitted on the snapshots up to ``censor_at`` (None: no win yet).
+
+    Strata are the deal's stage and segment at the snapshot where they hold enough deals.
+    """
+    try:
+        return CumulativeIncidenceCloseModel(by=("stage", "segment")).fit_snapshots(
+            X,
+            as_of=snapshots["as_of"],
+            closed_at=lab["closed_at"],
+            won=lab["won"],
+            censor_at=censor_at,
+            groups=snapshots["opportunity_id"].to_numpy(dtype=object),
+        )
+    except ValueError:
+        return None
 
 
 def _close_baseline_model(

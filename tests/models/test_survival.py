@@ -93,3 +93,81 @@ def test_age_baseline_falls_back_to_coarser_strata() -> None:
     p = model.predict_in_period(probe, start_days=0, end_days=30)
     assert p[0] == pytest.approx(p[1])  # both on the overall curve
     assert 0.05 < p[0] < 0.9
+
+
+def test_censored_outcomes_read_nothing_after_the_censoring_day() -> None:
+    from models.survival import censored_outcomes
+
+    as_of = pd.to_datetime(["2026-03-01", "2026-03-01", "2026-03-01", "2026-04-05"])
+    closed = pd.to_datetime(["2026-03-10", "2026-04-20", None, None])
+    won = np.array([1.0, 1.0, np.nan, np.nan])
+    days, outcome = censored_outcomes(as_of, closed, won, pd.Timestamp("2026-03-31"))
+    # closed by the censoring day: known; closed after it or never: open, seen up to 31 Mar
+    # (a snapshot after the censoring day gets a negative time and is left out by the fit)
+    np.testing.assert_array_equal(days, [9.0, 30.0, 30.0, -5.0])
+    assert outcome[0] == 1.0 and np.isnan(outcome[1:]).all()
+
+
+def test_fit_on_snapshots_learns_that_never_closing_deals_do_not_win() -> None:
+    # deals created every other day; half win after 20 days, the other half never close (left
+    # open for ever); weekly snapshots up to the export
+    rng = np.random.default_rng(3)
+    created = pd.Timestamp("2025-01-01") + pd.to_timedelta(np.arange(0, 600, 2), unit="D")
+    winner = rng.random(len(created)) < 0.5
+    export_day = pd.Timestamp("2026-12-31")
+    rows = []
+    for c, w in zip(created, winner, strict=True):
+        closed = c + pd.Timedelta(days=20) if w else pd.NaT
+        day = c
+        while day <= export_day and (pd.isna(closed) or day < closed):
+            rows.append((day, (day - c).days, "Proposal", closed, 1.0 if w else np.nan))
+            day += pd.Timedelta(days=7)
+    t = pd.DataFrame(rows, columns=["as_of", "age_days", "stage", "closed_at", "won"])
+    model = CumulativeIncidenceCloseModel(by=("stage",)).fit_snapshots(
+        t[["age_days", "stage"]],
+        as_of=t["as_of"],
+        closed_at=t["closed_at"],
+        won=t["won"],
+        censor_at=pd.Timestamp("2026-06-30"),
+    )
+    probe = pd.DataFrame({"age_days": [0.0, 200.0], "stage": ["Proposal", "Proposal"]})
+    p = model.predict_in_period(probe, start_days=0, end_days=42)
+    # a new deal wins within six weeks about half the time; one open for 200 days never does
+    assert 0.4 < p[0] < 0.6
+    assert p[1] == pytest.approx(0.0, abs=1e-12)
+    # and the never-closing deals are not counted as future wins: p_win of a new deal ≈ ½
+    assert model.predict_proba(probe)[0, 1] == pytest.approx(p[0], abs=0.02)
+
+
+def test_fit_on_snapshots_needs_a_win_by_the_censoring_day() -> None:
+    X = pd.DataFrame({"age_days": [0.0, 7.0], "stage": ["Proposal", "Proposal"]})
+    with pytest.raises(ValueError, match="no deal was won"):
+        CumulativeIncidenceCloseModel(by=("stage",)).fit_snapshots(
+            X,
+            as_of=pd.to_datetime(["2026-01-04", "2026-01-11"]),
+            closed_at=pd.to_datetime(["2026-03-01", "2026-03-01"]),
+            won=np.array([1.0, 1.0]),
+            censor_at=pd.Timestamp("2026-02-01"),
+        )
+
+
+def test_strata_count_deals_not_snapshots() -> None:
+    # 12 Proposal deals seen at 10 weekly snapshots each: 120 rows, but only 12 deals
+    rows = []
+    for deal in range(12):
+        for week in range(10):
+            rows.append(
+                (f"D{deal}", 7.0 * week, "Proposal", 70 - 7 * week, 1.0 if deal % 2 else 0.0)
+            )
+    for deal in range(200):  # plenty of Discovery deals for the overall curve
+        rows.append((f"E{deal}", 0.0, "Discovery", 30 + deal % 50, float(deal % 3 == 0)))
+    t = pd.DataFrame(rows, columns=["deal", "age_days", "stage", "days_to_close", "won"])
+    fit = {"days_to_close": t["days_to_close"], "won": t["won"]}
+    X = t[["age_days", "stage"]]
+    by_row = CumulativeIncidenceCloseModel(by=("stage",), min_deals=50, min_wins=5).fit(X, **fit)
+    by_deal = CumulativeIncidenceCloseModel(by=("stage",), min_deals=50, min_wins=5).fit(
+        X, groups=t["deal"], **fit
+    )
+    # counted by row, the 12 Proposal deals look like 120 and get a curve of their own
+    assert "Proposal" in by_row.curves_[0] and "Discovery" in by_row.curves_[0]
+    assert "Proposal" not in by_deal.curves_[0] and "Discovery" in by_deal.curves_[0]

@@ -26,7 +26,7 @@ from models import CHAMPION_ALIAS, CLOSE_MODEL_NAME
 from pipecast.cli import app
 from pipecast.config import Settings
 from training import splits
-from training.train import STAGE_BASELINE, TrainingSummary, run_training
+from training.train import AGE_BASELINE, STAGE_BASELINE, TrainingSummary, run_training
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -89,7 +89,8 @@ def test_a_baseline_is_champion_when_the_model_misses_the_gate(
     assert report.fallback_reason is None
     assert report.gate is not None and not report.gate.passed
     metrics = report.metrics["p_win"]
-    baselines = (STAGE_BASELINE, "historical_stage", "historical_stage_segment")
+    baselines = (STAGE_BASELINE, "historical_stage", "historical_stage_segment", AGE_BASELINE)
+    assert set(baselines) <= set(metrics)  # the time-aware baseline is among the candidates
     best = min(baselines, key=lambda b: metrics[b]["brier"])
     assert report.baseline_champion == best
     assert metrics[best]["brier"] <= metrics[report.registered]["brier"]

@@ -1,10 +1,12 @@
-"""Too little history: the historical baselines are registered instead, flagged, and they score."""
+"""Too little history: the fallbacks are registered instead, flagged, and they score — for the
+close probability the win incidence by deal age (it knows time), for leads the historical rate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -27,19 +29,23 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
     return Settings(mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}"), root / "export"
 
 
-def test_fallback_to_historical_baselines(tiny: tuple[Settings, Path]) -> None:
+def test_fallback_to_baselines_that_know_time(tiny: tuple[Settings, Path]) -> None:
     settings, data = tiny
     summary = run_training(settings, data_dir=data)
     client = MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
-    for name in (CLOSE_MODEL_NAME, SQO_MODEL_NAME):
+    kinds = {
+        CLOSE_MODEL_NAME: "cumulative_incidence_baseline",
+        SQO_MODEL_NAME: "historical_baseline",
+    }
+    for name, kind in kinds.items():
         report = summary.model(name)
         assert report.fallback_reason
-        assert report.kind == "historical_baseline"
+        assert report.kind == kind
         assert report.gate is not None and report.gate.passed  # nothing else to serve yet
         tags = client.get_model_version(name, report.version).tags
-        assert tags["model_kind"] == "historical_baseline" and tags["fallback"] != "no"
+        assert tags["model_kind"] == kind and tags["fallback"] != "no"
 
     model, info = load_champion(settings, CLOSE_MODEL_NAME)
     export = read_export(data)
@@ -50,6 +56,16 @@ def test_fallback_to_historical_baselines(tiny: tuple[Settings, Path]) -> None:
     )
     assert len(table) == len(feats)
     assert np.all(table["p_win_in_period"] <= table["p_win"] + 1e-12)
+    # the served fallback knows time: the same deal open for a year and a half gets less than
+    # when it was new
+    probe = feats.iloc[[0, 0]].copy()
+    probe.index = pd.Index(["fresh", "lingering"], name=feats.index.name)
+    probe["age_days"] = [0.0, 540.0]
+    scored = score_opportunities(
+        model, probe, as_of=day, period=fiscal_quarter(day, 2), model_version=info["version"]
+    )
+    p = scored["p_win_in_period"].to_numpy()
+    assert p[1] < p[0]
 
     # a second run cannot replace a champion with another fallback
     again = run_training(settings, data_dir=data)
