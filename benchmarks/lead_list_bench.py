@@ -14,6 +14,7 @@ against the smallest (target ≤ 1.2×).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,8 @@ def run(sizes: list[str] | None = None) -> list[dict[str, Any]]:
             bare = time.perf_counter() - start
             del Xe
             out = work / f"ranked-{size}.csv"
+            # the machine's load beside the figures: rows per second on shared cores vary
+            load = os.getloadavg()[0]
             done = subprocess.run(
                 [sys.executable, "-c", _CHILD, str(model_file), str(src), str(out), str(day)],
                 check=True,
@@ -120,14 +123,19 @@ def run(sizes: list[str] | None = None) -> list[dict[str, Any]]:
                     "rows_per_s": n / child["seconds"],
                     "peak_mb": child["peak_mb"],
                     "vs_bare": f"{ratio:.2f} (target ≥ 0.33)",
+                    "note": (
+                        f"lead list {size}: end to end {n / child['seconds']:,.0f} leads/s, "
+                        f"{ratio:.2f}× bare predict's {n / bare:,.0f} (target ≥ 0.33); "
+                        f"peak {child['peak_mb']:,.0f} MB (load average {load:.1f} before)"
+                    ),
                 }
             )
             src.unlink()
             out.unlink()
     if len(peaks) > 1:
         small, large = min(peaks, key=lambda k: SIZES[k]), max(peaks, key=lambda k: SIZES[k])
-        rows[-1]["note"] = (
-            f"peak memory {large}/{small}: {peaks[large] / peaks[small]:.2f}× (target ≤ 1.2×); "
+        rows[-1]["note"] += (
+            f"; peak memory {large}/{small}: {peaks[large] / peaks[small]:.2f}× (target ≤ 1.2×); "
             "reasons: exact TreeSHAP for ranks 1–2,000, contribution tables for the rest"
         )
     return rows

@@ -33,23 +33,30 @@ The lead itself, and the deals it became, never count in its own account history
 the export may be a later contact, and its mere presence would tell whether the lead was
 worked after D. It is used only when D is on or after the export date (scoring a live list);
 training rows (as of each lead's creation) never have it.
+
+What a lead's features read of the rest of the CRM (its account's leads and deals, the rates of
+similar leads) depends only on the export and D: :func:`history_as_of` indexes it once
+(:class:`LeadHistory`), and ``build(..., history=…)`` then does only per-lead work, which is what
+scoring one lead over HTTP needs. A history describes leads as of its own day and export only.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features._timeline import (
     DAY,
     EventIndex,
     as_day,
-    count_before_all,
     days_between,
-    group_codes,
+    seconds,
     shrunk_rate,
 )
 from features.errors import InputError
@@ -128,7 +135,13 @@ def categorical_columns(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def build(export: Export, *, as_of: Any, leads: pd.DataFrame | None = None) -> pd.DataFrame:
+def build(
+    export: Export,
+    *,
+    as_of: Any,
+    leads: pd.DataFrame | None = None,
+    history: LeadHistory | None = None,
+) -> pd.DataFrame:
     """Pre-sequencing features of leads as of the end of day ``as_of``.
 
     Parameters
@@ -142,6 +155,11 @@ def build(export: Export, *, as_of: Any, leads: pd.DataFrame | None = None) -> p
         The leads to describe (contract ``leads`` columns, e.g. a new list to score). Default:
         the export's leads created on or before D (and those with no ``created_at``). Their
         own columns are taken as given: a list handed in is its current state.
+    history
+        The export's history as of D, indexed once (:func:`history_as_of`), so that scoring
+        one lead after another does only per-lead work. It must have been built from this
+        very ``export`` for this very day D: any other is refused (``ValueError``), so that
+        one day's history can never describe a lead as of another day.
 
     Returns
     -------
@@ -149,18 +167,36 @@ def build(export: Export, *, as_of: Any, leads: pd.DataFrame | None = None) -> p
         Indexed by ``lead_id``; numeric features float64, :func:`categorical_columns` strings.
     """
     day = as_day(as_of)
-    # an export without any date (leads with a converted flag only) has nothing to cut: none
-    # of its rows can be placed after D, and its leads give no time-bound features anyway
-    known = cut_export(export, day) if export.export_date is not None else export
-    targets = known.leads if leads is None else leads
+    if history is None:
+        history = history_as_of(export, day)
+    elif history.day != day or history.source is not export:
+        raise ValueError(
+            f"lead history of {history.day} for another export or day given to describe leads "
+            f"as of {day.date()}"
+        )
+    targets = history.leads if leads is None else leads
     if targets is None:
         raise InputError(
             "Lead features need leads: the export has no leads.csv (or .parquet) and no lead "
             "list was given."
         )
-    bounds = pd.Series([day + DAY] * len(targets), dtype="datetime64[ns]")
-    table = _features(known, targets.reset_index(drop=True), bounds, current=True)
+    bounds = np.full(len(targets), np.datetime64(day + DAY, "ns"), dtype="datetime64[ns]")
+    table = _features(history, targets.reset_index(drop=True), bounds, current=True)
     return table.set_index("lead_id")
+
+
+def history_as_of(export: Export, as_of: Any) -> LeadHistory:
+    """The export's account histories and similar-lead rates as known at the end of ``as_of``.
+
+    What :func:`build` reads of the rest of the CRM depends only on the export and the day:
+    indexed once, it serves any number of leads scored as of that day (``build(...,
+    history=…)``). Only rows recorded on or before the END of that day are in it.
+    """
+    day = as_day(as_of)
+    # an export without any date (leads with a converted flag only) has nothing to cut: none
+    # of its rows can be placed after D, and its leads give no time-bound features anyway
+    known = cut_export(export, day) if export.export_date is not None else export
+    return LeadHistory(known, day=day, source=export)
 
 
 def build_training_set(export: Export) -> pd.DataFrame:
@@ -186,9 +222,278 @@ def build_training_set(export: Export) -> pd.DataFrame:
         days = targets["created_at"].dt.normalize().astype("datetime64[ns]")
     else:
         days = pd.Series(pd.NaT, index=targets.index, dtype="datetime64[ns]")
-    table = _features(export, targets, days + DAY, current=False)
+    # the whole export, uncut: each lead's own bound (the end of its creation day) keeps
+    # every later row out of its features
+    history = LeadHistory(export, day=None, source=export)
+    bounds = (days + DAY).to_numpy(dtype="datetime64[ns]")
+    table = _features(history, targets, bounds, current=False)
     table.insert(1, "as_of", days.to_numpy())
     return table.set_index("lead_id")
+
+
+# ----------------------------------------------------------------------------------------
+# the rest of the CRM, indexed once: account history and similar-lead rates
+# ----------------------------------------------------------------------------------------
+
+
+#: queries of at most this many keys are looked up in a dict rather than a vectorised index
+SMALL_QUERY = 64
+
+
+class _Groups:
+    """Events grouped by a text key, indexed for "how many before bound b" look-ups."""
+
+    def __init__(self, keys: pd.Series, times: dict[str, np.ndarray]) -> None:
+        codes, uniques = pd.factorize(keys.astype("string").reset_index(drop=True))
+        self.codes = codes.astype(np.int64)  # -1: no group (a missing key), never counted
+        self.uniques = pd.Index(uniques, dtype="string")
+        self.events = {name: EventIndex(self.codes, t) for name, t in times.items()}
+        self._positions: dict[str, int] | None = None
+
+    def query(self, keys: pd.Series) -> np.ndarray:
+        """The group code of each query key; a key no event has (or a missing one) matches
+        nothing."""
+        none = len(self.uniques)
+        if len(keys) <= SMALL_QUERY:
+            # a few leads (one scored over HTTP): a dict look-up per key costs microseconds
+            # where the vectorised look-up costs a fixed fraction of a millisecond
+            if self._positions is None:
+                self._positions = {k: i for i, k in enumerate(self.uniques.to_numpy(object))}
+            values = keys.astype("string").to_numpy(dtype=object, na_value=None)
+            return np.fromiter(
+                (self._positions.get(v, none) for v in values), dtype=np.int64, count=len(values)
+            )
+        q = self.uniques.get_indexer(keys.astype("string").reset_index(drop=True).to_numpy())
+        return np.where(q < 0, none, q).astype(np.int64)
+
+    def count_before(self, name: str, q: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.events[name].count_before(q, b)
+
+
+class LeadHistory:
+    """What the rest of the CRM holds for lead features, indexed for vectorised look-ups.
+
+    The export's leads (account counts, similar-lead rates) and opportunities (deals at the
+    account), each grouped and sorted by time once; :meth:`account_history` and
+    :meth:`similar_lead_rates` then count, for each lead, the events before its own bound.
+    Built on an export cut at a day (:func:`history_as_of`) it describes leads as of that day;
+    built on a whole export (``day=None``) with per-lead bounds it gives the training table.
+
+    Attributes
+    ----------
+    day
+        The as-of day it was cut at (None: uncut, bounds per lead).
+    source
+        The export it was built from (before the cut).
+    leads
+        The cut export's leads (the default leads to describe), or None.
+    """
+
+    def __init__(self, export: Export, *, day: pd.Timestamp | None, source: Export) -> None:
+        self.day = day
+        # weakly: a cache of histories must not keep old exports alive
+        self._source = weakref.ref(source)
+        self.leads = export.leads
+        self.extra_features: list[str] = list(export.config.features.get("leads", []))
+        self.window = int(export.config.sqo_window_days)
+        pool = export.leads
+        self._pool = pool
+        self._pool_ids: pd.Index | None = None
+        self._accounts: _Groups | None = None
+        self._created: np.ndarray | None = None
+        self._sqo_times: np.ndarray | None = None
+        if pool is not None and "lead_id" in pool.columns:
+            self._pool_ids = pd.Index(pool["lead_id"].astype("string"))
+        if pool is not None and "account_id" in pool.columns and "created_at" in pool.columns:
+            self._created = pool["created_at"].to_numpy(dtype="datetime64[ns]")
+            self._sqo_times = _sqo_event_times(export, pool)
+            times = {"created": self._created}
+            if self._sqo_times is not None:
+                times["sqo"] = self._sqo_times
+            self._accounts = _Groups(pool["account_id"], times)
+        self._opps: _Groups | None = None
+        self._own_deals: _Groups | None = None
+        opps = export.opportunities
+        if opps is not None and "account_id" in opps.columns:
+            created = opps["created_at"].to_numpy(dtype="datetime64[ns]")
+            closed = (
+                opps["closed_at"].to_numpy(dtype="datetime64[ns]")
+                if "closed_at" in opps.columns
+                else np.full(len(opps), np.datetime64("NaT", "ns"))
+            )
+            status = opps["status"].astype("string").to_numpy(dtype=object, na_value="")
+            won_time = np.where(status == "won", closed, np.datetime64("NaT", "ns"))
+            self._opps = _Groups(
+                opps["account_id"], {"created": created, "closed": closed, "won": won_time}
+            )
+            if "lead_id" in opps.columns:
+                has_lead = opps["lead_id"].notna().to_numpy(dtype=bool)
+                if has_lead.any():
+                    own = opps.loc[has_lead]
+                    self._own_deals = _Groups(
+                        _own_key(own["lead_id"], own["account_id"]),
+                        {
+                            "created": created[has_lead],
+                            # NaT (still open) stays NaT: never closed before any bound
+                            "created_and_closed": np.maximum(created[has_lead], closed[has_lead]),
+                            "won": won_time[has_lead],
+                        },
+                    )
+        # similar-lead rates: complete cohorts only (see _similar_lead_rates)
+        self._rates_ready = False
+        self._rate_groups: dict[tuple[str, ...], _Groups] = {}
+        if (
+            pool is not None
+            and "created_at" in pool.columns
+            and ({"sqo_at", "is_sqo"} & set(pool.columns))
+        ):
+            label = lead_label_values(pool, self.window).to_numpy()
+            created_day = pool["created_at"].dt.normalize().to_numpy(dtype="datetime64[ns]")
+            decided_at = created_day + np.timedelta64(self.window, "D")
+            decided = ~np.isnan(label) & ~np.isnat(decided_at)
+            self._dec_time = np.where(decided, decided_at, np.datetime64("NaT", "ns"))
+            self._pos_time = np.where(
+                decided & (label == 1.0), decided_at, np.datetime64("NaT", "ns")
+            )
+            self._dec_sorted = np.sort(seconds(self._dec_time))
+            self._pos_sorted = np.sort(seconds(self._pos_time))
+            self._rates_ready = True
+            for columns in RATE_GROUPS.values():
+                present = tuple(c for c in columns if c in pool.columns)
+                if present:
+                    self._rate_groups[present] = self._rate_index(present)
+
+    @property
+    def source(self) -> Export | None:
+        """The export this history was built from (None once that export is gone)."""
+        return self._source()
+
+    def _rate_index(self, present: tuple[str, ...]) -> _Groups:
+        assert self._pool is not None
+        return _Groups(
+            _group_key(self._pool, present), {"dec": self._dec_time, "pos": self._pos_time}
+        )
+
+    def self_rows(self, targets: pd.DataFrame) -> np.ndarray:
+        """Row of each target lead among the history's leads (-1 when it is not one)."""
+        if self._pool_ids is None:
+            return np.full(len(targets), -1, dtype=np.int64)
+        return np.asarray(
+            self._pool_ids.get_indexer(targets["lead_id"].astype("string").to_numpy()),
+            dtype=np.int64,
+        )
+
+    def account_history(
+        self, targets: pd.DataFrame, b: np.ndarray, self_row: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Counts at each target's account of what happened before its bound (self excluded)."""
+        out: dict[str, np.ndarray] = {}
+        if "account_id" not in targets.columns:
+            return out
+        account = targets["account_id"].astype("string").reset_index(drop=True)
+        if self._accounts is not None:
+            assert self._created is not None
+            q = self._accounts.query(account)
+            mine = self_row >= 0
+            safe = np.maximum(self_row, 0)
+            # the same account: the same group code (a missing account is in no group)
+            same_account = mine & (self._accounts.codes[safe] == q)
+            leads_before = self._accounts.count_before("created", q, b)
+            self_counted = same_account & (self._created[safe] < b)
+            out["account_leads_before"] = (leads_before - self_counted).astype(np.float64)
+            if self._sqo_times is not None:
+                sqos = self._accounts.count_before("sqo", q, b)
+                self_sqo = same_account & (self._sqo_times[safe] < b)
+                out["account_sqos_before"] = (sqos - self_sqo).astype(np.float64)
+        if self._opps is not None:
+            q = self._opps.query(account)
+            n_created = self._opps.count_before("created", q, b)
+            n_closed = self._opps.count_before("closed", q, b)
+            n_won = self._opps.count_before("won", q, b)
+            open_now = n_created - n_closed
+            # the lead's own deals: an SQO on its first day would otherwise describe its own
+            # outcome
+            if self._own_deals is not None:
+                open_now, n_won = self._without_own_deals(targets, account, b, open_now, n_won)
+            out["account_open_opportunities"] = open_now.astype(np.float64)
+            out["account_won_opportunities"] = n_won.astype(np.float64)
+        return out
+
+    def _without_own_deals(
+        self,
+        targets: pd.DataFrame,
+        account: pd.Series,
+        b: np.ndarray,
+        open_now: np.ndarray,
+        n_won: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        own = self._own_deals
+        assert own is not None
+        q = own.query(_own_key(targets["lead_id"], account))
+        created = own.count_before("created", q, b)
+        # a deal closed before the bound is open there only if it was not created yet either
+        closed = own.count_before("created_and_closed", q, b)
+        won = own.count_before("won", q, b)
+        return open_now - (created - closed), n_won - won
+
+    def similar_lead_rates(
+        self, targets: pd.DataFrame, b: np.ndarray, self_row: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Shrunk SQO rates of similar leads whose whole SQO window ended before each bound.
+
+        Only complete cohorts count: a lead enters the rates when its window has passed
+        (``created_at + window`` on or before D), as an SQO or not. Counting early SQOs as soon
+        as they happen, while the other leads of the same weeks are still undecided, would
+        inflate the rates by an amount that depends on recent lead volume.
+        """
+        out: dict[str, np.ndarray] = {}
+        if not self._rates_ready:
+            return out
+        assert self._pool is not None
+        n = len(targets)
+        mine = self_row >= 0
+        safe = np.maximum(self_row, 0)
+        if len(self._pool):
+            self_decided = mine & (self._dec_time[safe] < b)
+            self_pos = mine & (self._pos_time[safe] < b)
+        else:
+            self_decided = np.zeros(n, dtype=bool)
+            self_pos = np.zeros(n, dtype=bool)
+        qb = seconds(b)
+        all_dec = _count_sorted(self._dec_sorted, qb) - self_decided
+        all_pos = _count_sorted(self._pos_sorted, qb) - self_pos
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prior = np.where(all_dec > 0, all_pos / all_dec, np.nan)
+        for name, columns in RATE_GROUPS.items():
+            present = tuple(c for c in columns if c in self._pool.columns and c in targets.columns)
+            if not present:
+                continue
+            groups = self._rate_groups.get(present)
+            if groups is None:  # a list without one of the grouping columns: indexed on demand
+                groups = self._rate_groups.setdefault(present, self._rate_index(present))
+            q = groups.query(_group_key(targets, present))
+            n_dec = groups.count_before("dec", q, b)
+            n_pos = groups.count_before("pos", q, b)
+            if len(self._pool):
+                same = mine & (groups.codes[safe] == q)
+                n_dec = n_dec - (same & self_decided)
+                n_pos = n_pos - (same & self_pos)
+            out[name] = shrunk_rate(n_pos, n_dec, prior, RATE_PRIOR_STRENGTH)
+        return out
+
+
+def _own_key(lead_id: pd.Series, account: pd.Series) -> pd.Series:
+    """A lead's deals at an account: one key per (lead, account), a missing account too."""
+    acc = account.astype("string").fillna("\x00").reset_index(drop=True)
+    return lead_id.astype("string").reset_index(drop=True) + "\x1f" + acc
+
+
+def _count_sorted(sorted_secs: np.ndarray, bound_secs: np.ndarray) -> np.ndarray:
+    """As :func:`features._timeline.count_before_all`, on event seconds sorted once."""
+    valid = sorted_secs[np.searchsorted(sorted_secs, 0, "left") :]
+    out = np.searchsorted(valid, np.maximum(bound_secs, 0), "left").astype(np.int64)
+    out[bound_secs < 0] = 0
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -197,31 +502,27 @@ def build_training_set(export: Export) -> pd.DataFrame:
 
 
 def _features(
-    export: Export, targets: pd.DataFrame, bounds: pd.Series, *, current: bool
+    history: LeadHistory, targets: pd.DataFrame, b: np.ndarray, *, current: bool
 ) -> pd.DataFrame:
     n = len(targets)
-    cols: dict[str, Any] = {"lead_id": targets["lead_id"].astype("string").to_numpy()}
-    b = bounds.to_numpy(dtype="datetime64[ns]")
+    # text columns stay Arrow-backed strings: no round trip through Python objects
+    cols: dict[str, Any] = {"lead_id": targets["lead_id"].astype("string").array}
     no_time = np.isnat(b)
     if "employees" in targets.columns:
         cols["employees"] = targets["employees"].to_numpy(dtype=np.float64, na_value=np.nan)
     if "annual_revenue" in targets.columns:
         revenue = targets["annual_revenue"].to_numpy(dtype=np.float64, na_value=np.nan)
-        cols["log_annual_revenue"] = np.log1p(np.where(revenue >= 0, revenue, np.nan))
+        with np.errstate(invalid="ignore"):
+            cols["log_annual_revenue"] = np.log1p(np.where(revenue >= 0, revenue, np.nan))
     for name in CATEGORICAL:
         if name in targets.columns:
-            cols[name] = targets[name].astype("string").to_numpy()
+            cols[name] = targets[name].astype("string").array
     if "title" in targets.columns:
-        title = targets["title"].astype("string").str.lower()
-        has_title = title.notna().to_numpy(dtype=bool)
-        for name, pattern in TITLE_FLAGS.items():
-            hit = title.str.contains(pattern, regex=True).to_numpy(dtype=bool, na_value=False)
-            cols[name] = np.where(has_title, hit.astype(np.float64), np.nan)
-    pool = export.leads
-    cols.update(_account_history(export, targets, b))
-    if pool is not None:
-        cols.update(_similar_lead_rates(export, pool, targets, b))
-    for name in export.config.features.get("leads", []):
+        cols.update(_title_flags(targets["title"]))
+    self_row = history.self_rows(targets)
+    cols.update(history.account_history(targets, b, self_row))
+    cols.update(history.similar_lead_rates(targets, b, self_row))
+    for name in history.extra_features:
         if name in targets.columns and name not in _NOT_FEATURES and name not in cols:
             values = targets[name]
             if pd.api.types.is_bool_dtype(values):
@@ -247,103 +548,36 @@ def _features(
     for name in RATE_FEATURES:
         if name in cols:
             cols[name] = np.where(no_time, np.nan, cols[name])
-    out = pd.DataFrame(cols, index=pd.RangeIndex(n))
-    for name in out.columns:
-        values = out[name]
-        if (
+    out: dict[str, Any] = {}
+    for name, values in cols.items():
+        arr = values
+        is_text = (
             name == "lead_id"
             or name in CATEGORICAL
-            or pd.api.types.is_object_dtype(values)
-            or pd.api.types.is_string_dtype(values)
-        ):
-            out[name] = out[name].astype("string")
-        else:
-            out[name] = out[name].astype("float64")
-    return out
+            or isinstance(arr, pd.api.extensions.ExtensionArray)
+            or np.asarray(arr).dtype.kind == "O"
+        )
+        out[name] = pd.array(arr, dtype="string") if is_text else np.asarray(arr, np.float64)
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
-def _self_rows(pool: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
-    """Row of each target lead in the pool (-1 when the pool does not hold it)."""
-    return pd.Index(pool["lead_id"].astype("string")).get_indexer(
-        targets["lead_id"].astype("string").to_numpy()
-    )
-
-
-def _account_history(export: Export, targets: pd.DataFrame, b: np.ndarray) -> dict[str, np.ndarray]:
-    """Counts at each target's account of what happened before its bound (self excluded)."""
+def _title_flags(titles: pd.Series) -> dict[str, np.ndarray]:
+    """The title keyword flags (1/0; NaN without a title), each distinct title matched once:
+    a list repeats the same few hundred titles over and over."""
+    codes, uniques = pd.factorize(titles.astype("string").str.lower().reset_index(drop=True))
+    distinct = pa.array(np.asarray(uniques, dtype=object), type=pa.large_string())
+    has_title = codes >= 0
     out: dict[str, np.ndarray] = {}
-    if "account_id" not in targets.columns:
-        return out
-    account = targets["account_id"].astype("string")
-    pool = export.leads
-    if pool is not None and "account_id" in pool.columns and "created_at" in pool.columns:
-        ev, q = group_codes(pool["account_id"], account)
-        self_row = _self_rows(pool, targets)
-        mine = self_row >= 0
-        safe = np.maximum(self_row, 0)
-        same_account = mine & (
-            pool["account_id"].astype("string").to_numpy(dtype=object, na_value=None)[safe]
-            == account.to_numpy(dtype=object, na_value=None)
+    for name, pattern in TITLE_FLAGS.items():
+        # Arrow's regex engine, as pandas' str.contains uses on Arrow strings, without its
+        # per-call pattern analysis (which dominates scoring a single lead)
+        hit = np.asarray(
+            pc.match_substring_regex(distinct, pattern).to_numpy(zero_copy_only=False),
+            dtype=np.float64,
         )
-        created = pool["created_at"].to_numpy(dtype="datetime64[ns]")
-        leads_before = EventIndex(ev, created).count_before(q, b)
-        self_counted = same_account & (created[safe] < b)
-        out["account_leads_before"] = (leads_before - self_counted).astype(np.float64)
-        sqo_times = _sqo_event_times(export, pool)
-        if sqo_times is not None:
-            sqos = EventIndex(ev, sqo_times).count_before(q, b)
-            self_sqo = same_account & (sqo_times[safe] < b)
-            out["account_sqos_before"] = (sqos - self_sqo).astype(np.float64)
-    opps = export.opportunities
-    if opps is not None and "account_id" in opps.columns:
-        ev, q = group_codes(opps["account_id"], account)
-        created = opps["created_at"].to_numpy(dtype="datetime64[ns]")
-        closed = (
-            opps["closed_at"].to_numpy(dtype="datetime64[ns]")
-            if "closed_at" in opps.columns
-            else np.full(len(opps), np.datetime64("NaT", "ns"))
-        )
-        status = opps["status"].astype("string").to_numpy(dtype=object, na_value="")
-        won_time = np.where(status == "won", closed, np.datetime64("NaT", "ns"))
-        n_created = EventIndex(ev, created).count_before(q, b)
-        n_closed = EventIndex(ev, closed).count_before(q, b)
-        n_won = EventIndex(ev, won_time).count_before(q, b)
-        open_now = n_created - n_closed
-        # the lead's own deals: an SQO on its first day would otherwise describe its own outcome
-        if "lead_id" in opps.columns:
-            own = pd.DataFrame(
-                {
-                    "lead_id": opps["lead_id"].astype("string"),
-                    "account_id": opps["account_id"].astype("string"),
-                    "created": created,
-                    "closed": closed,
-                    "won_time": won_time,
-                }
-            ).dropna(subset=["lead_id"])
-            if len(own):
-                t = pd.DataFrame(
-                    {
-                        "lead_id": targets["lead_id"].astype("string"),
-                        "account_id": account,
-                        "bound": b,
-                        "row": np.arange(len(targets)),
-                    }
-                )
-                m = t.merge(own, on=["lead_id", "account_id"], how="inner")
-                if len(m):
-                    bound = m["bound"].to_numpy(dtype="datetime64[ns]")
-                    c_before = m["created"].to_numpy(dtype="datetime64[ns]") < bound
-                    x_before = m["closed"].to_numpy(dtype="datetime64[ns]") < bound
-                    w_before = m["won_time"].to_numpy(dtype="datetime64[ns]") < bound
-                    rows = m["row"].to_numpy()
-                    open_now = open_now - np.bincount(
-                        rows, weights=(c_before & ~x_before).astype(float), minlength=len(targets)
-                    ).astype(np.int64)
-                    n_won = n_won - np.bincount(
-                        rows, weights=w_before.astype(float), minlength=len(targets)
-                    ).astype(np.int64)
-        out["account_open_opportunities"] = open_now.astype(np.float64)
-        out["account_won_opportunities"] = n_won.astype(np.float64)
+        flag = np.full(len(codes), np.nan)
+        flag[has_title] = hit[codes[has_title]]
+        out[name] = flag
     return out
 
 
@@ -366,47 +600,3 @@ def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     for p in parts[1:]:
         key = key + "|" + p
     return key.reset_index(drop=True)
-
-
-def _similar_lead_rates(
-    export: Export, pool: pd.DataFrame, targets: pd.DataFrame, b: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Shrunk SQO rates of similar leads whose whole SQO window ended before each bound.
-
-    Only complete cohorts count: a lead enters the rates when its window has passed
-    (``created_at + window`` on or before D), as an SQO or not. Counting early SQOs as soon as
-    they happen, while the other leads of the same weeks are still undecided, would inflate
-    the rates by an amount that depends on recent lead volume.
-    """
-    out: dict[str, np.ndarray] = {}
-    if "created_at" not in pool.columns or not ({"sqo_at", "is_sqo"} & set(pool.columns)):
-        return out
-    window = export.config.sqo_window_days
-    label = lead_label_values(pool, window).to_numpy()
-    created = pool["created_at"].dt.normalize().to_numpy(dtype="datetime64[ns]")
-    decided_at = created + np.timedelta64(window, "D")
-    decided = ~np.isnan(label) & ~np.isnat(decided_at)
-    dec_time = np.where(decided, decided_at, np.datetime64("NaT", "ns"))
-    pos_time = np.where(decided & (label == 1.0), decided_at, np.datetime64("NaT", "ns"))
-    self_row = _self_rows(pool, targets)
-    mine = self_row >= 0
-    safe = np.maximum(self_row, 0)
-    self_decided = mine & (dec_time[safe] < b) if len(pool) else np.zeros(len(targets), dtype=bool)
-    self_pos = mine & (pos_time[safe] < b) if len(pool) else np.zeros(len(targets), dtype=bool)
-    all_dec = count_before_all(dec_time, b) - self_decided
-    all_pos = count_before_all(pos_time, b) - self_pos
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prior = np.where(all_dec > 0, all_pos / all_dec, np.nan)
-    for name, columns in RATE_GROUPS.items():
-        present = tuple(c for c in columns if c in pool.columns and c in targets.columns)
-        if not present:
-            continue
-        ev, q = group_codes(_group_key(pool, present), _group_key(targets, present))
-        n_dec = EventIndex(ev, dec_time).count_before(q, b)
-        n_pos = EventIndex(ev, pos_time).count_before(q, b)
-        if len(pool):
-            same = mine & (ev[safe] == q)
-            n_dec = n_dec - (same & self_decided)
-            n_pos = n_pos - (same & self_pos)
-        out[name] = shrunk_rate(n_pos, n_dec, prior, RATE_PRIOR_STRENGTH)
-    return out

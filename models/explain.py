@@ -32,6 +32,7 @@ import pandas as pd
 
 # _key: the cell key the rate tables are looked up by, so the explanation names the same cell
 from models.baselines import HistoricalLeadModel, HistoricalRateBaseline, _key
+from models.sqo_likelihood import encoded_matrix, predict_threads
 
 #: factors per row by default
 TOP_K = 3
@@ -227,44 +228,73 @@ def _factors(
     *,
     k: int,
 ) -> Explanations:
-    """Top ``k`` factors per row from per-feature contributions (``Xe``: the encoded rows)."""
+    """Top ``k`` factors per row from per-feature contributions (``Xe``: the encoded rows).
+
+    Only the columns that are some row's factor are read, each once as a list of plain values:
+    reading cells one by one from the frames cost far more than the factors themselves.
+    """
     shown = [c for c in contrib.columns if c not in HIDDEN_FEATURES]
     values = contrib[shown].to_numpy(dtype="float64")
     order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(X))[:, None]
+    top = values[rows, order]
+    keep = np.isfinite(top) & (np.abs(top) >= MIN_CONTRIBUTION)
+    plain: dict[str, list[Any]] = {}
+    unseen_of: dict[str, np.ndarray] = {}
+
+    def column(name: str) -> list[Any]:
+        if name not in plain:
+            plain[name] = _values_of(X, name)
+        return plain[name]
+
+    for j in np.unique(order[keep]):
+        name = shown[j]
+        column(name)
+        if name in levels and name in Xe.columns:
+            # a category the model never learned: encoded as missing
+            unseen_of[name] = Xe[name].isna().to_numpy(dtype=bool)
+    stages = column("stage") if "stage_order" in plain else None
     factors: list[list[Factor]] = []
     for i in range(len(X)):
         row: list[Factor] = []
-        for j in order[i]:
-            c = float(values[i, j])
-            if not math.isfinite(c) or abs(c) < MIN_CONTRIBUTION:
+        for j, c, ok in zip(order[i].tolist(), top[i].tolist(), keep[i].tolist(), strict=True):
+            if not ok:
                 continue
             name = shown[j]
-            value = _value_of(X, name, i)
-            unseen = (
-                name in levels
-                and value is not None
-                and pd.isna(Xe[name].iloc[i])  # a category the model never learned
-            )
+            value = plain[name][i]
+            unseen = value is not None and name in unseen_of and bool(unseen_of[name][i])
             text = factor_text(name, value, c, unseen=unseen)
-            if name == "stage_order" and value is not None and _value_of(X, "stage", i) is not None:
-                # the funnel position means little without the stage's name
-                step = f"step {int(round(float(value))) + 1} of the funnel"
-                text = f"stage {_value_of(X, 'stage', i)} ({step}) {PLUS if c >= 0 else MINUS}"
+            if name == "stage_order" and value is not None and stages is not None:
+                stage = stages[i]
+                if stage is not None:
+                    # the funnel position means little without the stage's name
+                    step = f"step {int(round(float(value))) + 1} of the funnel"
+                    text = f"stage {stage} ({step}) {PLUS if c >= 0 else MINUS}"
             row.append(Factor(name, value, c, text))
         factors.append(row)
     return Explanations(index=X.index, factors=factors)
+
+
+def _values_of(X: pd.DataFrame, name: str) -> list[Any]:
+    """:func:`_value_of` of every row of one column, read in one pass."""
+    if name not in X.columns:
+        return [None] * len(X)
+    return [_plain_value(v) for v in X[name].tolist()]
+
+
+def _plain_value(v: Any) -> Any:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _value_of(X: pd.DataFrame, name: str, i: int) -> Any:
     """The row's value of a feature as a plain Python value (``None`` when missing or absent)."""
     if name not in X.columns:
         return None
-    v = X[name].iloc[i]
-    if v is None or (not isinstance(v, str) and pd.isna(v)):
-        return None
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+    return _plain_value(X[name].iloc[i])
 
 
 # ----------------------------------------------------------------------------------------
@@ -286,20 +316,22 @@ def _explain_rates(rates: HistoricalRateBaseline, X: pd.DataFrame, *, outcome: s
         parent = np.where(known, finest, parent)
         finest = np.where(known, found, finest)
         depth_used = np.where(known, depth, depth_used)
+    # each column read once as plain values: cell-by-cell reads from the frame cost the most
+    plain = {c: _values_of(X, c) for c in by[: int(depth_used.max(initial=0))]}
     factors: list[list[Factor]] = []
-    for i in range(n):
-        d = int(depth_used[i])
-        rate = float(finest[i])
+    for i, d, rate, before in zip(
+        range(n), depth_used.tolist(), finest.tolist(), parent.tolist(), strict=True
+    ):
         if d == 0:
             text = f"historical {outcome} overall: {_pct(rate)}"
             factors.append([Factor("(overall)", None, 0.0, text)])
             continue
-        cells = [(c, _value_of(X, c, i)) for c in by[:d]]
+        cells = [(c, plain[c][i]) for c in by[:d]]
         described = " \u00d7 ".join(_cell_phrase(c, v) for c, v in cells)
         text = f"historical {outcome} of {described}: {_pct(rate)}"
         # the finest column carries the cell; its contribution is the step from the coarser level
         column, value = cells[-1]
-        factors.append([Factor(column, value, rate - float(parent[i]), text)])
+        factors.append([Factor(column, value, rate - before, text)])
     return Explanations(index=X.index, factors=factors)
 
 
@@ -713,6 +745,7 @@ def lead_reasons(
     down: int = LEAD_REASONS_DOWN,
     tables: ReasonTables | None = None,
     exact: np.ndarray | None = None,
+    encoded: np.ndarray | None = None,
 ) -> pd.Series:
     """Why each lead scored what it did, in a BDR's words, strongest first.
 
@@ -731,6 +764,9 @@ def lead_reasons(
     exact
         Boolean per row: the rows explained by exact TreeSHAP even when ``tables`` is given
         (e.g. the top of the list, which a BDR reads first). Default: all rows.
+    encoded
+        ``X`` as the model's classifier takes it (``SQOLikelihoodModel.encode``), when the
+        caller has it already from scoring the same leads.
 
     Returns
     -------
@@ -747,29 +783,49 @@ def lead_reasons(
     scoring day. The texts are built column-wise: one vectorised phrase per reason over the
     leads whose reason it is, never a loop over leads.
     """
+    texts = lead_reason_array(
+        model, X, up=up, down=down, tables=tables, exact=exact, encoded=encoded
+    )
+    return pd.Series(texts, index=X.index, dtype="string")
+
+
+def lead_reason_array(
+    model: Any,
+    X: pd.DataFrame,
+    *,
+    up: int = LEAD_REASONS_UP,
+    down: int = LEAD_REASONS_DOWN,
+    tables: ReasonTables | None = None,
+    exact: np.ndarray | None = None,
+    encoded: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`lead_reasons` as an array of Python strings ("" for none), for a caller that
+    writes them out without a Series in between."""
     n = len(X)
     if n == 0:
-        return pd.Series([], index=X.index, dtype="string")
+        return np.array([], dtype=object)
     clf = lightgbm_classifier(model)
     if clf is None:
         texts = explain(model, X).texts()
-        return texts.str.replace(r" \((?:\+|\u2212)\)", "", regex=True).astype("string")
+        plain = texts.str.replace(r" \((?:\+|\u2212)\)", "", regex=True).astype("string")
+        return plain.fillna("").to_numpy(dtype=object)
     if exact is None:
         exact = np.ones(n, dtype=bool)
     exact = np.asarray(exact, dtype=bool)
+    matrix = encoded_matrix(clf.encoder_, X) if encoded is None else encoded
+    columns = list(clf.encoder_.columns_)
     if tables is None or exact.all():
-        contrib, _ = contributions(clf, X)
+        contrib = _lead_contributions(clf, matrix)
     else:
-        contrib = tables.contributions(clf, X)
+        contrib = tables.contributions_of(clf, matrix)
         if exact.any():
             rows_exact = np.flatnonzero(exact)
-            exact_part, _ = contributions(clf, X.iloc[rows_exact])
-            contrib.iloc[rows_exact] = exact_part[contrib.columns].to_numpy()
-    names, members, weights = _reason_weights(contrib)
+            contrib[rows_exact] = _lead_contributions(clf, matrix[rows_exact])
+    names, members, weights = _reason_weights_of(columns, contrib)
     order_up = np.argsort(-weights, axis=1, kind="stable")[:, :up]
     order_down = np.argsort(weights, axis=1, kind="stable")[:, :down]
     rows = np.arange(n)
-    text = np.full(n, "", dtype=object)
+    slots: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (reason, shown, holds back)
     for s in range(order_up.shape[1]):
         g = order_up[:, s]
         show = weights[rows, g] >= MIN_REASON
@@ -777,17 +833,91 @@ def lead_reasons(
             # a lead with no reason that clears the bar still gets its strongest one
             show = show | (np.abs(weights).max(axis=1) < MIN_REASON)
             g = np.where(show & (weights[rows, g] < MIN_REASON), np.abs(weights).argmax(axis=1), g)
-        phrase = _phrases_for(names, members, g, show, X)
-        text = np.where(
-            show & (text != ""), text + SEPARATOR + phrase, np.where(show, phrase, text)
-        )
+        slots.append((g, show, False))
     for s in range(order_down.shape[1]):
         g = order_down[:, s]
-        show = weights[rows, g] <= -MIN_REASON
-        phrase = _phrases_for(names, members, g, show, X)
-        but = np.where(text != "", text + SEPARATOR + "but ", "held back: ")
-        text = np.where(show, but + phrase, text)
-    return pd.Series(text, index=X.index, dtype="string")
+        slots.append((g, weights[rows, g] <= -MIN_REASON, True))
+    # each reason's phrase made once, for every lead that shows it in any place
+    phrases = _phrases_once(names, members, slots, X)
+    text = np.full(n, "", dtype=object)
+    for g, show, down in slots:
+        # only the leads that show this place's reason are touched
+        shown = np.flatnonzero(show)
+        phrase = _pick_phrases(phrases, g, show)[shown]
+        so_far = text[shown]
+        started = so_far != ""
+        if down:
+            lead_in = np.where(started, so_far + (SEPARATOR + "but "), "held back: ")
+        else:
+            lead_in = np.where(started, so_far + SEPARATOR, "")
+        text[shown] = lead_in + phrase
+    return text
+
+
+def _phrases_once(
+    names: list[str],
+    members: list[list[str]],
+    slots: list[tuple[np.ndarray, np.ndarray, bool]],
+    X: pd.DataFrame,
+) -> dict[int, np.ndarray]:
+    """Per reason shown anywhere, its phrase for the leads that show it (others: "")."""
+    n = len(X)
+    wanted: dict[int, np.ndarray] = {}
+    for g, show, _ in slots:
+        for gi in np.unique(g[show]):
+            mask = show & (g == gi)
+            key = int(gi)
+            wanted[key] = wanted[key] | mask if key in wanted else mask
+    out: dict[int, np.ndarray] = {}
+    for gi, mask in wanted.items():
+        rows = np.flatnonzero(mask)
+        phrase = _LEAD_PHRASES.get(names[gi])
+        # only the columns the phrase reads are taken for its leads
+        reads = _LEAD_PHRASE_COLUMNS.get(names[gi]) if phrase is not None else members[gi][:1]
+        cols = [c for c in X.columns if c in reads] if reads is not None else list(X.columns)
+        part = X[cols].iloc[rows]
+        texts = np.full(n, "", dtype=object)
+        texts[rows] = phrase(part) if phrase is not None else _generic_phrase(members[gi][0], part)
+        out[gi] = texts
+    return out
+
+
+def _pick_phrases(
+    phrases: dict[int, np.ndarray], group: np.ndarray, show: np.ndarray
+) -> np.ndarray:
+    out = np.full(group.size, "", dtype=object)
+    for gi in np.unique(group[show]):
+        rows = np.flatnonzero(show & (group == gi))
+        out[rows] = phrases[int(gi)][rows]
+    return out
+
+
+def _lead_contributions(clf: Any, matrix: np.ndarray) -> np.ndarray:
+    """Exact TreeSHAP contributions (rows × model features, bias left out) of encoded rows."""
+    if len(matrix) == 0:
+        return np.zeros((0, len(clf.encoder_.columns_)))
+    raw = np.asarray(
+        clf.booster_.predict(
+            matrix,
+            num_iteration=getattr(clf, "n_iter_", None),
+            pred_contrib=True,
+            **predict_threads(len(matrix)),
+        ),
+        dtype="float64",
+    ).reshape(len(matrix), -1)
+    return raw[:, : len(clf.encoder_.columns_)]
+
+
+def _reason_weights_of(
+    columns: Sequence[str], contrib: np.ndarray
+) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """As :func:`_reason_weights`, on a contribution matrix whose columns are ``columns``."""
+    names, members = _reason_groups([c for c in columns if c not in HIDDEN_FEATURES])
+    where = {c: j for j, c in enumerate(columns)}
+    weights = np.column_stack(
+        [contrib[:, [where[c] for c in cols]].sum(axis=1) for cols in members]
+    )
+    return names, members, np.nan_to_num(weights, nan=0.0)
 
 
 def _reason_weights(contrib: pd.DataFrame) -> tuple[list[str], list[list[str]], np.ndarray]:
@@ -816,23 +946,6 @@ def _reason_groups(columns: Sequence[str]) -> tuple[list[str], list[list[str]]]:
             names.append(c)
             members.append([c])
     return names, members
-
-
-def _phrases_for(
-    names: list[str], members: list[list[str]], group: np.ndarray, show: np.ndarray, X: pd.DataFrame
-) -> np.ndarray:
-    """The phrase of reason ``group[i]`` for each shown row i (one vectorised call per reason)."""
-    out = np.full(len(X), "", dtype=object)
-    for gi in np.unique(group[show]):
-        rows = np.flatnonzero(show & (group == gi))
-        part = X.iloc[rows]
-        name = names[int(gi)]
-        phrase = _LEAD_PHRASES.get(name)
-        if phrase is not None:
-            out[rows] = phrase(part)
-        else:
-            out[rows] = _generic_phrase(members[int(gi)][0], part)
-    return out
 
 
 def _num(X: pd.DataFrame, name: str) -> np.ndarray:
@@ -888,7 +1001,10 @@ def _persona(X: pd.DataFrame) -> np.ndarray:
     known = np.isfinite(people)
     size = np.full(n, "", dtype=object)
     if known.any():
-        size[known] = [f"{int(v):,}-person company" for v in people[known]]
+        # a headcount rounded to two figures takes few values: each is written once
+        distinct, back = np.unique(people[known], return_inverse=True)
+        words = np.array([f"{int(v):,}-person company" for v in distinct], dtype=object)
+        size[known] = words[back]
     return np.where(
         (who != "") & (size != ""),
         who + " at a " + size,
@@ -977,7 +1093,10 @@ def _bdr(X: pd.DataFrame) -> np.ndarray:
     pct = np.full(len(X), "", dtype=object)
     has = np.isfinite(rate)
     if has.any():
-        pct[has] = [f" (past SQO rate {100 * v:.0f}%)" for v in rate[has]]
+        # one rate per BDR and day: each distinct rate is written once
+        distinct, back = np.unique(rate[has], return_inverse=True)
+        words = np.array([f" (past SQO rate {100 * v:.0f}%)" for v in distinct], dtype=object)
+        pct[has] = words[back]
     return name + pct
 
 
@@ -1019,6 +1138,27 @@ def _generic_phrase(feature: str, X: pd.DataFrame) -> np.ndarray:
     }
     return pd.Series(key, dtype=object).map(phrase).to_numpy(dtype=object)
 
+
+#: the feature columns each phrase reads (a phrase not listed is given every column)
+_LEAD_PHRASE_COLUMNS: dict[str, frozenset[str]] = {
+    "persona": frozenset(
+        {
+            "seniority",
+            "employees",
+            *(f for f, _ in _TITLE_SENIORITY),
+            *(f for f, _ in _TITLE_FUNCTION),
+        }
+    ),
+    "signal": frozenset({"signal_type", "sequence"}),
+    "source": frozenset({"source"}),
+    "industry": frozenset({"industry"}),
+    "open_deal": frozenset({"account_open_opportunities"}),
+    "customer": frozenset({"account_won_opportunities"}),
+    "account_history": frozenset({"account_leads_before", "account_sqos_before"}),
+    "bdr": frozenset({"sdr_id", "sdr_sqo_rate"}),
+    "contact": frozenset({"days_since_last_contacted"}),
+    "geography": frozenset({"region", "country"}),
+}
 
 _LEAD_PHRASES: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "persona": _persona,
@@ -1075,30 +1215,39 @@ class ReasonTables:
 
     def bins(self, clf: Any, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """The table cell of each row for each feature (``X`` raw, as the model takes it)."""
-        Xe = clf.encoder_.transform(X)
-        return _table_cells(Xe, self.columns, self.edges)
+        return _matrix_cells(clf, encoded_matrix(clf.encoder_, X), self.columns, self.edges)
 
     def contributions(self, clf: Any, X: pd.DataFrame) -> pd.DataFrame:
         """Each row's approximate contributions (log-odds), one column per model feature."""
-        cells = self.bins(clf, X)
-        return pd.DataFrame(
-            {c: self.values[c][cells[c]] for c in self.columns}, index=X.index, dtype="float64"
-        )
+        values = self.contributions_of(clf, encoded_matrix(clf.encoder_, X))
+        return pd.DataFrame(values, index=X.index, columns=self.columns, dtype="float64")
+
+    def contributions_of(self, clf: Any, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`contributions` of rows already encoded (``SQOLikelihoodModel.encode``)."""
+        cells = _matrix_cells(clf, matrix, self.columns, self.edges)
+        out = np.empty((len(matrix), len(self.columns)), dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            out[:, j] = self.values[c][cells[c]]
+        return out
 
 
-def _table_cells(
-    Xe: pd.DataFrame, columns: Sequence[str], edges: Mapping[str, np.ndarray]
+def _matrix_cells(
+    clf: Any, matrix: np.ndarray, columns: Sequence[str], edges: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
+    """The table cell of each encoded row for each feature: a category's cell is its code + 1
+    (0 for a missing or unseen one), a number's its quantile bin (the last for a missing one)."""
+    position = {c: j for j, c in enumerate(clf.encoder_.columns_)}
+    levels = clf.encoder_.levels_
     out: dict[str, np.ndarray] = {}
     for c in columns:
-        s = Xe[c]
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            out[c] = np.asarray(s.cat.codes, dtype=np.int64) + 1  # -1 (missing/unseen) → 0
+        v = matrix[:, position[c]]
+        missing = np.isnan(v)
+        if c in levels:
+            out[c] = np.where(missing, 0, np.nan_to_num(v, nan=-1.0) + 1).astype(np.int64)
         else:
-            v = s.to_numpy(dtype="float64", na_value=np.nan)
             e = edges[c]
             cell = np.searchsorted(e, v, side="right")
-            out[c] = np.where(np.isnan(v), e.size + 1, cell).astype(np.int64)
+            out[c] = np.where(missing, e.size + 1, cell).astype(np.int64)
     return out
 
 
@@ -1147,15 +1296,15 @@ def fit_reason_tables(
     if len(X) > max_rows:
         pick = np.sort(np.random.default_rng(seed).choice(len(X), size=max_rows, replace=False))
         X = X.iloc[pick]
-    contrib, _ = contributions(clf, X)
-    Xe = clf.encoder_.transform(X)
-    columns = list(contrib.columns)
+    matrix = encoded_matrix(clf.encoder_, X)
+    contrib = _lead_contributions(clf, matrix)
+    columns = list(clf.encoder_.columns_)
+    levels = clf.encoder_.levels_
     edges: dict[str, np.ndarray] = {}
-    for c in columns:
-        s = Xe[c]
-        if isinstance(s.dtype, pd.CategoricalDtype):
+    for j, c in enumerate(columns):
+        if c in levels:
             continue
-        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        v = matrix[:, j]
         v = v[~np.isnan(v)]
         if v.size == 0:
             edges[c] = np.zeros(0)
@@ -1163,16 +1312,11 @@ def fit_reason_tables(
         qs = np.quantile(v, np.linspace(0.0, 1.0, bins + 1)[1:-1])
         # a value's bin holds the values equal to it: edges at the distinct quantiles
         edges[c] = np.unique(qs)
-    cells = _table_cells(Xe, columns, edges)
+    cells = _matrix_cells(clf, matrix, columns, edges)
     values: dict[str, np.ndarray] = {}
-    for c in columns:
-        s = Xe[c]
-        size = (
-            len(s.cat.categories) + 1
-            if isinstance(s.dtype, pd.CategoricalDtype)
-            else edges[c].size + 2
-        )
-        total = np.bincount(cells[c], weights=contrib[c].to_numpy(), minlength=size)
+    for j, c in enumerate(columns):
+        size = len(levels[c]) + 1 if c in levels else edges[c].size + 2
+        total = np.bincount(cells[c], weights=contrib[:, j], minlength=size)
         count = np.bincount(cells[c], minlength=size)
         # a category no fitting row had says nothing: worth 0, never a reason
         mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -58,8 +59,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         except StoreUnavailable as exc:
             log.error("%s; the endpoints that store predictions answer 503 until it is back", exc)
     app.state.champions.load_at_start()
-    yield
-    store.dispose()
+    # the models, the export and the libraries live as long as the server: move them out of
+    # the cyclic garbage collector's reach, so that its passes during a request only walk what
+    # the request made (measured: 0.15–0.3 s of a 5,000-deal forecast's CPU → about 0.03 s)
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        store.dispose()
 
 
 def _error(status_code: int, detail: str, **extra: Any) -> JSONResponse:

@@ -566,12 +566,53 @@ def _data_notes(deals: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _date(value: Any) -> str | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).date().isoformat()
+def _deal_rows(deals: pd.DataFrame) -> list[dict[str, Any]]:
+    """The response's line per deal, built column by column (a pipeline has thousands)."""
+    fields = {
+        "opportunity_id": [str(v) for v in deals["opportunity_id"].tolist()],
+        "p_win": _floats(deals["p_win"]),
+        "p_win_in_period": _floats(deals["p_win_in_period"]),
+        "expected_value": _floats(deals["expected_value"]),
+        "amount": _optional_numbers(deals["amount"]),
+        "stage": _optional_texts(deals["stage"]),
+        "stage_probability": _optional_numbers(deals["stage_probability"]),
+        "expected_close_date": _dates(deals["expected_close_date"]),
+        "category": [str(v) for v in deals["category"].tolist()],
+        "forecast_category": _optional_texts(deals["forecast_category"]),
+        "flags": _parts(deals["flags"]),
+        "top_factors": _parts(deals["top_factors"]),
+        "change": _parts(deals["change"]),
+    }
+    names = list(fields)
+    return [dict(zip(names, values, strict=True)) for values in zip(*fields.values(), strict=True)]
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None or value != value else float(value)
+def _floats(values: pd.Series) -> list[float]:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return [float(v) for v in numbers.tolist()]
+
+
+def _optional_numbers(values: pd.Series) -> list[float | None]:
+    return [None if v != v else v for v in _floats(values)]
+
+
+def _optional_texts(values: pd.Series) -> list[str | None]:
+    missing = values.isna().to_numpy(dtype=bool)
+    return [None if m else str(v) for v, m in zip(values.tolist(), missing.tolist(), strict=True)]
+
+
+def _dates(values: pd.Series) -> list[str | None]:
+    missing = values.isna().to_numpy(dtype=bool)
+    return [
+        None if m else pd.Timestamp(v).date().isoformat()
+        for v, m in zip(values.tolist(), missing.tolist(), strict=True)
+    ]
+
+
+def _parts(values: pd.Series) -> list[list[str]]:
+    """Texts joined with "; " (missing: none) as lists."""
+    texts = _optional_texts(values)
+    return [[] if t is None else [f for f in t.split("; ") if f] for t in texts]
 
 
 def _response(
@@ -624,26 +665,7 @@ def _response(
                     "n_deals": int(row.n_deals),
                 }
             )
-    deal_rows = [
-        {
-            "opportunity_id": str(r.opportunity_id),
-            "p_win": float(r.p_win),
-            "p_win_in_period": float(r.p_win_in_period),
-            "expected_value": float(r.expected_value),
-            "amount": _num(r.amount),
-            "stage": None if pd.isna(r.stage) else str(r.stage),
-            "stage_probability": _num(r.stage_probability),
-            "expected_close_date": _date(r.expected_close_date),
-            "category": str(r.category),
-            "forecast_category": None if pd.isna(r.forecast_category) else str(r.forecast_category),
-            "flags": [f for f in str(r.flags if not pd.isna(r.flags) else "").split("; ") if f],
-            "top_factors": [
-                f for f in str(r.top_factors if not pd.isna(r.top_factors) else "").split("; ") if f
-            ],
-            "change": [f for f in str(r.change if not pd.isna(r.change) else "").split("; ") if f],
-        }
-        for r in deals.itertuples(index=False)
-    ]
+    deal_rows = _deal_rows(deals)
     response: dict[str, Any] = {
         "as_of": day.date().isoformat(),
         "period": {
@@ -916,9 +938,27 @@ def render_forecast(response: dict[str, Any], console: Any, *, top: int = 10) ->
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with NaN → None and numpy scalars → Python ones, for a strict JSON document."""
+    """``value`` with NaN → None and numpy scalars → Python ones, for a strict JSON document.
+
+    Lists and dicts that need no change are returned as they are (not copied): a response holds
+    thousands of deals, and copying them for nothing cost more than the check. Treat the result
+    as read-only.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is list:
+        for i, v in enumerate(value):
+            if jsonable(v) is not v:
+                return [*value[:i], *(jsonable(w) for w in value[i:])]
+        return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        for k, v in value.items():
+            if type(k) is not str or jsonable(v) is not v:
+                return {str(k): jsonable(w) for k, w in value.items()}
+        return value
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, np.generic):

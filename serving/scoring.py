@@ -22,12 +22,17 @@ scored and written in chunks, so that memory stays flat in the list's length:
    the output. The reason tables are fitted on the 5,000 leads with the smallest id hashes
    (the same leads whatever the chunking or order).
 3. **explain**: per chunk, reasons where needed (exact TreeSHAP for the kept leads ranked
-   1…2,000, contribution tables for the others, none for leads cut for their rank); the
-   output rows are spooled by output bucket (places ``k·chunk … (k+1)·chunk-1``).
+   1…2,000, contribution tables for the others, none for leads cut for their rank), from the
+   encoded matrix the chunk was scored with (spooled beside its features); the output rows
+   are spooled by output bucket (places ``k·chunk … (k+1)·chunk-1``): for a CSV, each row
+   already as its CSV line, formatted column by column in Arrow (:func:`_csv_lines`).
 4. **write**: bucket after bucket, each sorted by place, appended to a temporary file beside
-   the output (CSV, or Parquet row groups through ``pyarrow.parquet.ParquetWriter``), renamed
-   onto the output at the end: kept leads by rank, then excluded ones. No sort larger than a
-   bucket is ever held; a failure leaves no output and the spool is removed.
+   the output (CSV lines, or Parquet row groups through ``pyarrow.parquet.ParquetWriter``),
+   renamed onto the output at the end: kept leads by rank, then excluded ones. No sort larger
+   than a bucket is ever held; a failure leaves no output and the spool is removed.
+
+The lead history (account histories, similar-lead rates) is indexed once per list, or once
+per (export, day) for the server (:func:`lead_history`), never per chunk or per request.
 
 The output is the file :func:`score_lead_list` gives written by ``features.io.write_table``
 (the tests compare them byte for byte).
@@ -41,13 +46,18 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
 
 from features import lead as lead_features
 from features import opportunity as opportunity_features
@@ -69,7 +79,7 @@ from models.explain import (
     ReasonTables,
     explain,
     fit_reason_tables,
-    lead_reasons,
+    lead_reason_array,
 )
 from models.registry import load_champion
 from pipecast.config import Settings
@@ -193,8 +203,12 @@ def stale_limits(
             index=opps["opportunity_id"].astype("string"),
         )
         seg = segment.reindex(features.index.astype("string")).to_numpy()
-        keys = list(zip(stage.to_numpy(dtype=object, na_value=None), seg, strict=True))
-        found = np.array([cell.get(k, np.nan) for k in keys], dtype="float64")
+        keys = zip(stage.to_numpy(dtype=object, na_value=None), seg, strict=True)
+        # a plain dict of (stage, segment) → limit: a MultiIndex look-up per deal is slow
+        limits = dict(
+            zip(cell.index.tolist(), cell.to_numpy(dtype="float64").tolist(), strict=True)
+        )
+        found = np.array([limits.get(k, np.nan) for k in keys], dtype="float64")
         out[:] = np.where(np.isnan(found), out.to_numpy(), found)
     return out
 
@@ -558,19 +572,82 @@ def lead_reason_texts(
     *,
     tables: ReasonTables | None = None,
     exact: np.ndarray | None = None,
+    encoded: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reasons of each lead in a BDR's words (``models.explain.lead_reasons``); "" when they
     cannot be had: a champion of an unknown kind must still score. ``tables`` and ``exact``:
-    rows not marked exact take their contributions from the tables."""
+    rows not marked exact take their contributions from the tables; ``encoded``: the rows as
+    :func:`lead_probabilities` encoded them."""
     try:
-        return (
-            lead_reasons(model, features, tables=tables, exact=exact)
-            .fillna("")
-            .to_numpy(dtype=object)
-        )
+        return lead_reason_array(model, features, tables=tables, exact=exact, encoded=encoded)
     except Exception:  # noqa: BLE001 — reasons are optional; scoring must not fail on them
         log.warning("reasons unavailable for this model; scoring without them", exc_info=True)
         return np.array([""] * len(features), dtype=object)
+
+
+def lead_probabilities(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(SQO) of each lead, and the leads as the model's classifier takes them when the model
+    can say (``SQOLikelihoodModel.encode``): encoded once, they serve the reasons too."""
+    if not len(features):
+        return np.zeros(0), None
+    encode = getattr(model, "encode", None)
+    if callable(encode) and hasattr(model, "predict_proba_encoded"):
+        matrix = np.asarray(encode(features), dtype=np.float64)
+        p = model.predict_proba_encoded(features, matrix)[:, 1]
+        return np.asarray(p, dtype="float64"), matrix
+    return np.asarray(model.predict_proba(features)[:, 1], dtype="float64"), None
+
+
+#: (export, day) pairs whose lead history is kept: a server scores as of one or two days
+LEAD_HISTORIES_KEPT = 4
+
+
+class _LeadHistories:
+    """The lead history (``features.lead.history_as_of``) of recent (export, day) pairs.
+
+    Everything a lead's features read of the rest of the CRM depends only on the export and
+    the scoring day; indexing it takes far longer than describing one lead, so a request for
+    one lead must not redo it. Keyed by the export object (the server reads its export once
+    and keeps the same object until a file changes) and the day: a history is handed out only
+    for the very export and day it was built for (``build`` checks it again), so one day's
+    history never describes leads as of another day. Thread-safe; the oldest pair is dropped
+    first.
+    """
+
+    def __init__(self, kept: int = LEAD_HISTORIES_KEPT) -> None:
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[int, pd.Timestamp], lead_features.LeadHistory] = (
+            OrderedDict()
+        )
+
+    def get(self, export: Export, day: pd.Timestamp) -> lead_features.LeadHistory:
+        key = (id(export), pd.Timestamp(day).normalize())
+        with self._lock:
+            found = self._entries.get(key)
+            # an id can be reused once its export is gone: the history names its export
+            if found is not None and found.source is export and found.day == key[1]:
+                self._entries.move_to_end(key)
+                return found
+        history = lead_features.history_as_of(export, key[1])
+        with self._lock:
+            self._entries[key] = history
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._kept:
+                self._entries.popitem(last=False)
+        return history
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_HISTORIES = _LeadHistories()
+
+
+def lead_history(export: Export, day: Any) -> lead_features.LeadHistory:
+    """The lead history of ``export`` as of the end of ``day``, indexed once per (export, day)."""
+    return _HISTORIES.get(export, pd.Timestamp(day).normalize())
 
 
 #: kept leads ranked 1…N get reasons from exact TreeSHAP; the rest from contribution tables
@@ -705,12 +782,13 @@ def score_lead_list(
         if has_history and history is not None
         else Export(leads=leads, config=DatasetConfig(exported_at=day))
     )
-    features = lead_features.build(export, as_of=day, leads=leads)
-    p = (
-        np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
-        if len(features)
-        else np.zeros(0)
+    features = lead_features.build(
+        export,
+        as_of=day,
+        leads=leads,
+        history=lead_history(export, day) if has_history else None,
     )
+    p, encoded = lead_probabilities(model, features)
     frame = pd.DataFrame(
         {
             "lead_id": features.index.astype("string"),
@@ -738,8 +816,13 @@ def score_lead_list(
     reasons = np.full(len(table), "", dtype=object)
     explained = table["lead_id"].to_numpy(dtype=object)[need]
     if len(explained):
+        where = features.index.get_indexer(explained)
         reasons[need] = lead_reason_texts(
-            model, features.loc[explained], tables=tables, exact=exact[need]
+            model,
+            features.iloc[where],
+            tables=tables,
+            exact=exact[need],
+            encoded=None if encoded is None else encoded[where],
         )
     table["reasons"] = pd.array(reasons, dtype="string")
     _reason_summary(summary, need, exact, tables, source)
@@ -751,8 +834,12 @@ def score_lead_list(
     rest = own.rename(
         columns={c: f"list_{c}" for c in own.columns if c in fixed and c != "lead_id"}
     )
-    rest = rest.assign(lead_id=rest["lead_id"].astype("string"))
-    out = table[fixed].merge(rest, on="lead_id", how="left", validate="one_to_one", sort=False)
+    # each output row's own columns, by position (the ids are unique: the list was checked)
+    where = pd.Index(rest["lead_id"].astype("string")).get_indexer(
+        table["lead_id"].astype("string").to_numpy()
+    )
+    others = rest.drop(columns="lead_id").iloc[where].reset_index(drop=True)
+    out = pd.concat([table[fixed].reset_index(drop=True), others], axis=1)
     return out, summary
 
 
@@ -886,7 +973,7 @@ def scan_lead_file(
         if keep_pool and _needs_pool(df):
             pool.append(_pool_part(df))
         spool = folder / f"list-{len(chunks):05d}.arrow"
-        df.to_feather(spool)
+        df.to_feather(spool, compression="uncompressed")
         chunks.append((first, spool))
     if not problems and rows == 0:
         problems.append(
@@ -929,34 +1016,23 @@ def _pool_part(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def _chunk_pool(scan: ScannedList, chunk: pd.DataFrame, first: int) -> pd.DataFrame:
-    """The leads of the list whose features a chunk's leads read: with a compact pool, the
-    chunk's own leads and the others at their accounts (which is all an account count
-    reads; the others get placeholder ids, unlike any lead's)."""
-    pool = scan.pool
-    assert pool is not None
-    if "lead_id" in pool.columns:
-        return pool
-    mine = chunk["account_id"].dropna().unique()
-    mask = pool["account_id"].isin(mine).to_numpy(dtype=bool).copy()
-    mask[first : first + len(chunk)] = False
-    rows = np.flatnonzero(mask)
-    others = pd.DataFrame(
+def _row_ids(first: int, n: int) -> pd.Series:
+    """The ids a compact pool gives its rows ``first … first+n-1`` (unlike any lead's id)."""
+    return "\x00" + pd.Series(np.arange(first, first + n, dtype=np.int64)).astype("string")
+
+
+def _row_pool(pool: pd.DataFrame) -> pd.DataFrame:
+    """A compact pool as the leads of an export: each row under its row id (:func:`_row_ids`),
+    its account as text and its ``created_at``: all an account's count of leads reads."""
+    out = pd.DataFrame(
         {
-            "lead_id": pd.array(["\x00" + str(r) for r in rows], dtype="string"),
-            "account_id": pool["account_id"].iloc[rows].astype("string").to_numpy(),
-        }
-    )
-    own = pd.DataFrame(
-        {
-            "lead_id": chunk["lead_id"].astype("string").to_numpy(),
-            "account_id": chunk["account_id"].astype("string").to_numpy(),
+            "lead_id": _row_ids(0, len(pool)).array,
+            "account_id": pool["account_id"].astype("string").array,
         }
     )
     if "created_at" in pool.columns:
-        others["created_at"] = pool["created_at"].iloc[rows].to_numpy()
-        own["created_at"] = chunk["created_at"].to_numpy()
-    return pd.concat([own, others], ignore_index=True)
+        out["created_at"] = pool["created_at"].to_numpy()
+    return out
 
 
 def _needs_pool(df: pd.DataFrame) -> bool:
@@ -1054,23 +1130,37 @@ def score_scanned_list(
         )
     own_history = not (has_history and history is not None)
     export = history if history is not None and has_history else Export(config=DatasetConfig())
+    by_row = False
     n = scan.rows
+    # what the features read of the rest of the CRM depends only on the export (or the list's
+    # own pool of leads) and the day: indexed once for every chunk, not once per chunk
+    shared: lead_features.LeadHistory | None = None
+    if not own_history:
+        shared = lead_history(export, day)
+    elif scan.pool is not None:
+        # the list is its own history: every lead of it, indexed once. A compact pool (no
+        # outcomes: only the accounts' counts of leads are read) knows its leads by row
+        by_row = "lead_id" not in scan.pool.columns
+        pool = _row_pool(scan.pool) if by_row else scan.pool
+        export = Export(leads=pool, config=DatasetConfig(exported_at=day))
+        shared = lead_features.history_as_of(export, day)
     # pass 2: features and scores; the rules' columns kept per lead, compactly
     parts: list[pd.DataFrame] = []
     sample: pd.DataFrame | None = None
     feature_files: list[Path] = []
     for i, (first, spool) in enumerate(scan.chunks):
         chunk = pd.read_feather(spool)
-        if own_history:
-            # the list is its own history: the other leads it reads, not the whole list
-            pool = _chunk_pool(scan, chunk, first) if scan.pool is not None else chunk.head(0)
-            export = Export(leads=pool, config=DatasetConfig(exported_at=day))
-        features = lead_features.build(export, as_of=day, leads=chunk)
-        p = (
-            np.asarray(model.predict_proba(features)[:, 1], dtype="float64")
-            if len(features)
-            else np.zeros(0)
-        )
+        if own_history and shared is None:
+            # no other lead of the list says anything about these (no accounts, no outcomes)
+            export = Export(leads=chunk.head(0), config=DatasetConfig(exported_at=day))
+        if shared is not None and own_history and by_row:
+            # the chunk's leads are rows first… of the pool: named so, then given their ids
+            targets = chunk.assign(lead_id=_row_ids(first, len(chunk)))
+            features = lead_features.build(export, as_of=day, leads=targets, history=shared)
+            features.index = pd.Index(chunk["lead_id"].astype("string").array, name="lead_id")
+        else:
+            features = lead_features.build(export, as_of=day, leads=chunk, history=shared)
+        p, encoded = lead_probabilities(model, features)
         part = pd.DataFrame({"_row": np.arange(first, first + len(chunk)), "sqo_probability": p})
         for name in _rule_columns(rules):
             if name in chunk.columns:
@@ -1086,10 +1176,15 @@ def score_scanned_list(
         parts.append(part)
         sample = _merge_sample(sample, features)
         target = scan.folder / f"features-{i:05d}.arrow"
-        features.reset_index().to_feather(target)
+        # spooled uncompressed: read back once, a few seconds later, from the same disk
+        features.reset_index().to_feather(target, compression="uncompressed")
+        if encoded is not None:
+            np.save(scan.folder / f"encoded-{i:05d}.npy", encoded)
         feature_files.append(target)
         if progress is not None:
             progress("scoring", first + len(chunk), n)
+    # the history served the features only: its memory is the explaining's and writing's
+    del shared, export
     compact = _concat_compact(parts)
     del parts
     table, summary = apply_list_rules(compact, rules=rules, as_of=day)
@@ -1118,24 +1213,44 @@ def score_scanned_list(
     for i, (first, _) in enumerate(scan.chunks):
         end = scan.chunks[i + 1][0] if i + 1 < len(scan.chunks) else n
         target_file = scan.folder / f"decisions-{i:05d}.arrow"
-        decided.iloc[first:end].reset_index(drop=True).to_feather(target_file)
+        decided.iloc[first:end].reset_index(drop=True).to_feather(
+            target_file, compression="uncompressed"
+        )
         decision_files.append(target_file)
     del decided
     # pass 3: reasons and output rows, spooled by the output's buckets of places
     bucket_rows = max(1, scan.chunk_rows)
     buckets = -(-n // bucket_rows) if n else 0
+    as_csv = check_output_file(out_file).suffix != ".parquet"
+    header: str | None = None
     for i, ((first, spool), ffile) in enumerate(zip(scan.chunks, feature_files, strict=True)):
         chunk = pd.read_feather(spool)
         features = pd.read_feather(ffile).set_index("lead_id")
         dec = pd.read_feather(decision_files[i])
         decision_files[i].unlink()
-        out = _output_rows(model, chunk, features, dec, model_version, rules, tables)
-        bucket = dec["_place"].to_numpy() // bucket_rows
-        out["_place"] = dec["_place"].to_numpy()
-        for b in np.unique(bucket):
-            out.loc[bucket == b].reset_index(drop=True).to_feather(
-                scan.folder / f"bucket-{int(b):05d}-{i:05d}.arrow"
-            )
+        encoded_file = scan.folder / f"encoded-{i:05d}.npy"
+        encoded = np.load(encoded_file) if encoded_file.exists() else None
+        encoded_file.unlink(missing_ok=True)
+        out = _output_rows(model, chunk, features, dec, model_version, rules, tables, encoded)
+        places = dec["_place"].to_numpy()
+        bucket = places // bucket_rows
+        if as_csv:
+            # a CSV's rows are formatted here, once, and only their text is spooled
+            header = _csv_header(out.columns) if header is None else header
+            lines = _csv_lines(out, has_time)
+            for b in np.unique(bucket):
+                pick = np.flatnonzero(bucket == b)
+                feather.write_feather(
+                    pa.table({"_place": places[pick], "line": lines.take(pick)}),
+                    str(scan.folder / f"bucket-{int(b):05d}-{i:05d}.arrow"),
+                    compression="uncompressed",
+                )
+        else:
+            out["_place"] = places
+            for b in np.unique(bucket):
+                out.loc[bucket == b].reset_index(drop=True).to_feather(
+                    scan.folder / f"bucket-{int(b):05d}-{i:05d}.arrow", compression="uncompressed"
+                )
         spool.unlink()
         ffile.unlink()
         if progress is not None:
@@ -1151,8 +1266,8 @@ def score_scanned_list(
             scan.folder,
             buckets,
             tmp,
-            parquet=target.suffix == ".parquet",
-            has_time=has_time,
+            parquet=not as_csv,
+            header=header,
             progress=progress,
             total=n,
         )
@@ -1216,16 +1331,20 @@ def _output_rows(
     model_version: str,
     rules: ListRules,
     tables: ReasonTables | None,
+    encoded: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The output rows of one chunk, in list order (the columns of :func:`score_lead_list`)."""
     need = dec["_need"].to_numpy(dtype=bool)
     reasons = np.full(len(chunk), "", dtype=object)
     if need.any():
+        rows = np.flatnonzero(need)
+        every = bool(need.all())  # most lists: every lead explained, nothing to take
         reasons[need] = lead_reason_texts(
             model,
-            features.iloc[np.flatnonzero(need)],
+            features if every else features.iloc[rows],
             tables=tables,
             exact=dec["_exact"].to_numpy(dtype=bool)[need],
+            encoded=encoded if encoded is None or every else encoded[rows],
         )
     table = pd.DataFrame(
         {
@@ -1258,37 +1377,130 @@ def _write_buckets(
     tmp: Path,
     *,
     parquet: bool,
-    has_time: Mapping[str, bool],
+    header: str | None,
     progress: Progress | None,
     total: int,
 ) -> None:
-    """Append bucket after bucket, each sorted by place, to ``tmp`` (CSV or Parquet)."""
+    """Append bucket after bucket, each sorted by place, to ``tmp``: Parquet row groups of the
+    spooled rows, or the spooled CSV lines under ``header``."""
     writer: Any = None
     schema: Any = None
     done = 0
     with tmp.open("w", encoding="utf-8", newline="") as text:
         for b in range(buckets):
             files = sorted(folder.glob(f"bucket-{b:05d}-*.arrow"))
-            part = pd.concat([pd.read_feather(f) for f in files], ignore_index=True)
-            part = part.sort_values("_place", kind="stable").drop(columns="_place")
-            for f in files:
-                f.unlink()
             if parquet:
-                import pyarrow as pa
                 import pyarrow.parquet as pq
 
+                part = pd.concat([pd.read_feather(f) for f in files], ignore_index=True)
+                part = part.sort_values("_place", kind="stable").drop(columns="_place")
                 arrow = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
                 if writer is None:
                     schema = arrow.schema
                     writer = pq.ParquetWriter(str(tmp), schema)
                 writer.write_table(arrow.cast(schema))
+                rows = len(part)
             else:
-                _csv_text(part, has_time).to_csv(text, index=False, header=b == 0)
-            done += len(part)
+                spooled = pa.concat_tables([feather.read_table(str(f)) for f in files])
+                lines = spooled["line"].take(pc.sort_indices(spooled["_place"])).combine_chunks()
+                head = (header or "") if b == 0 else ""
+                text.write(head + _joined_lines(lines))
+                rows = len(lines)
+            for f in files:
+                f.unlink()
+            done += rows
             if progress is not None:
                 progress("writing", done, total)
     if writer is not None:
         writer.close()
+
+
+def _csv_header(columns: Sequence[Any]) -> str:
+    """The header line of a CSV file with these columns (quoted as :func:`_csv_lines` does)."""
+    return ",".join(_quote_text(str(c)) for c in columns) + "\n"
+
+
+def _csv_lines(df: pd.DataFrame, has_time: Mapping[str, bool]) -> pa.Array:
+    """Each row of ``df`` as the CSV line ``_csv_text(df).to_csv(index=False)`` writes for it
+    (without the line break), made column by column in Arrow rather than cell by cell: numbers
+    as pandas writes them (``numpy``'s shortest round-trip text), text quoted only where it
+    holds a comma, a quote or a line break, dates as :func:`_csv_text` formats them, empty
+    cells for missing values."""
+    if not len(df.columns):
+        return pa.array([""] * len(df), type=pa.string())
+    cells = [_csv_cells(df[name], has_time.get(str(name), False)) for name in df.columns]
+    if len(cells) == 1:
+        return cells[0]
+    return pc.binary_join_element_wise(*cells, ",")
+
+
+def _csv_block(df: pd.DataFrame, has_time: Mapping[str, bool], *, header: bool) -> str:
+    """``df`` as the CSV text ``_csv_text(df).to_csv(index=False, header=header)`` writes."""
+    return (_csv_header(df.columns) if header else "") + _joined_lines(_csv_lines(df, has_time))
+
+
+def _joined_lines(lines: pa.Array) -> str:
+    if not len(lines):
+        return ""
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)]), lines), "\n")
+    return str(whole[0].as_py()) + "\n"
+
+
+def _quote_text(value: str) -> str:
+    if any(ch in value for ch in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    """Text cells quoted as Python's csv module quotes them (only where needed)."""
+    needs = pc.match_substring_regex(text, '[,"\r\n]')
+    if not pc.any(needs).as_py():
+        return text
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, text)
+
+
+def _csv_cells(s: pd.Series, timed: bool) -> pa.Array:
+    """One column as CSV cells (Arrow strings, "" for a missing value)."""
+    dtype = s.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype) and getattr(dtype, "tz", None) is None:
+        # numpy's ISO text of whole seconds or days is strftime's "%Y-%m-%dT%H:%M:%S" or
+        # "%Y-%m-%d" (seconds floored, as strftime shows them)
+        v = s.to_numpy(dtype="datetime64[ns]")
+        shown = v.astype("datetime64[s]" if timed else "datetime64[D]").astype(str)
+        text = pa.array(shown, type=pa.string(), mask=np.isnat(v))
+    elif isinstance(dtype, pd.BooleanDtype) or pd.api.types.is_bool_dtype(dtype):
+        flags = s.astype("boolean")
+        values = np.where(flags.to_numpy(dtype=bool, na_value=False), "true", "false")
+        text = pa.array(values, type=pa.string(), mask=flags.isna().to_numpy())
+    elif pd.api.types.is_float_dtype(dtype):
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        # what pandas writes: numpy's text of each float (Python's repr), "" when missing
+        text = pa.array(v.astype(str), type=pa.string(), mask=np.isnan(v))
+    elif pd.api.types.is_integer_dtype(dtype):
+        text = pc.cast(pa.array(s.array if isinstance(dtype, pd.Int64Dtype) else s), pa.string())
+    elif pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        arr = pa.array(s.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        text = _quoted(arr.cast(pa.string()))
+    else:
+        # any other column (Python objects, dates with a time zone): as _csv_text and pandas
+        # make it, value by value; the list's own columns never take this way
+        shown = _csv_text(s.to_frame("v"), {"v": timed})["v"]
+        plain = [None if _missing(v) else str(v) for v in shown.to_numpy(dtype=object)]
+        text = _quoted(pa.array(plain, type=pa.string()))
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    return pc.fill_null(text.cast(pa.string()), "")
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _csv_text(df: pd.DataFrame, has_time: Mapping[str, bool]) -> pd.DataFrame:

@@ -143,6 +143,73 @@ def test_scoring_a_new_list() -> None:
     assert "employees" not in table.columns
 
 
+def test_a_history_indexed_once_describes_its_own_day_only() -> None:
+    """The history a server keeps for (export, day) gives what the uncached build gives, for
+    each of two days, and is refused for any other day or export (no leakage across days)."""
+    export = account_export()
+    new = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["N1", "L3", "L1"],
+                "account_id": ["A", "A", "A"],
+                "industry": ["retail", "retail", "retail"],
+                "source": ["inbound", "inbound", "inbound"],
+                "signal_type": ["funding", "funding", "funding"],
+                "sdr_id": ["S1", "S1", "S1"],
+            }
+        )
+    )
+    answers = {}
+    for day in ("2026-01-10", "2026-03-01"):
+        history = lead.history_as_of(export, day)
+        cached = lead.build(export, as_of=day, leads=new, history=history)
+        pd.testing.assert_frame_equal(cached, lead.build(export, as_of=day, leads=new))
+        # the same history again (as a server reuses it) gives the same answer
+        again = lead.build(export, as_of=day, leads=new.iloc[[1]], history=history)
+        pd.testing.assert_frame_equal(again, cached.iloc[[1]])
+        answers[day] = cached
+    early, late = answers["2026-01-10"], answers["2026-03-01"]
+    # what became known between the days shows on the later day only
+    assert early.loc["N1", "account_sqos_before"] == 1 and early["sdr_sqo_rate"].isna().all()
+    assert late.loc["N1", "account_leads_before"] == 3 and late["sdr_sqo_rate"].notna().all()
+    with pytest.raises(ValueError, match="another export or day"):
+        lead.build(
+            export, as_of="2026-03-01", leads=new, history=lead.history_as_of(export, "2026-01-10")
+        )
+    with pytest.raises(ValueError, match="another export or day"):
+        lead.build(
+            account_export(),
+            as_of="2026-01-10",
+            leads=new,
+            history=lead.history_as_of(export, "2026-01-10"),
+        )
+
+
+def test_a_history_never_counts_what_was_recorded_after_its_day() -> None:
+    """Appending leads and deals after the day changes nothing a history of that day gives."""
+    export = account_export()
+    before = lead.build(
+        export, as_of="2026-01-10", history=lead.history_as_of(export, "2026-01-10")
+    )
+    assert export.leads is not None and export.opportunities is not None
+    late_leads = typed(
+        pd.DataFrame(
+            {
+                "lead_id": ["L9"],
+                "account_id": ["A"],
+                "created_at": [T("2026-01-11")],
+                "sqo_at": [T("2026-01-11")],
+                "source": ["inbound"],
+                "industry": ["retail"],
+                "sdr_id": ["S1"],
+            }
+        )
+    )
+    more = export.replace(leads=pd.concat([export.leads, late_leads], ignore_index=True))
+    after = lead.build(more, as_of="2026-01-10", history=lead.history_as_of(more, "2026-01-10"))
+    pd.testing.assert_frame_equal(before, after)
+
+
 def test_training_set_rows_equal_build_at_creation() -> None:
     export = random_export(4, n_opportunities=30, n_leads=60)
     batch = lead.build_training_set(export)

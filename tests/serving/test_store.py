@@ -230,3 +230,15 @@ def test_a_store_that_is_down_is_named_not_crashed(url: str) -> None:
 def test_a_bad_database_url_is_an_input_error(url: str) -> None:
     with pytest.raises(InputError, match="PIPECAST_DATABASE_URL"):
         Store(url)
+
+
+def test_a_sqlite_store_keeps_a_write_ahead_log(tmp_path: Path) -> None:
+    """Readers do not wait for a writer, and a commit does not rewrite the file."""
+    store = migrated(f"sqlite:///{tmp_path / 'wal.db'}")
+    store.upsert_deal_outcomes([DealOutcome("o-1", "won", date(2026, 2, 3))])
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        # NORMAL (1): consistent after a crash, no sync at every commit
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    assert (tmp_path / "wal.db-wal").exists()
+    assert store.count(deal_outcomes) == 1
