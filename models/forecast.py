@@ -9,7 +9,14 @@ Numbers only (no I/O). Time meaning: everything describes one forecast made at t
 * **new business** are deals not yet created at as_of that will be created and won inside the
   period. Their rate is read from comparable past periods (the same period shifted back by whole
   periods, each cut at the same position as as_of), using deals created and won then — every one
-  of them known at as_of (the past window ended on or before as_of).
+  of them known at as_of (the past window ended on or before as_of);
+* **model uncertainty**: the probabilities are a model's, and a model's error is shared by every
+  deal of a period (a quarter whose deals all close a little later than the model thinks). The
+  open deals' bookings are multiplied by one mean-one factor per simulated period (gamma, relative
+  standard deviation ``σ``), the same for every deal and roll-up group, so expected values are
+  unchanged and only the range widens. ``σ`` is read from comparable past periods at the same
+  position (:func:`estimate_model_uncertainty`): how far the model's in-period bookings strayed
+  from what those deals actually booked, beyond deal-by-deal chance — all known at as_of.
 
 The distribution of the open deals' bookings ``Σ amount_i · B_i`` (``B_i`` ~ Bernoulli(p_i)) is
 exact (a convolution over the distinct sums) while the number of distinct sums stays small —
@@ -22,15 +29,17 @@ forecast (two standard errors on each side).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features import opportunity as opportunity_features
 from features.io import Export
 from features.periods import Period
 
@@ -63,6 +72,9 @@ MAX_GROUPS = 200
 NEW_BUSINESS_WINDOWS = 4
 #: a segment needs this many new-and-won deals over the windows for a rate of its own
 MIN_SEGMENT_NEW_DEALS = 8
+#: comparable past periods read for the model uncertainty, and the fewest that give an estimate
+MODEL_UNCERTAINTY_WINDOWS = 6
+MIN_MODEL_UNCERTAINTY_WINDOWS = 2
 #: the group that new business goes to when its group is unknown
 NEW_BUSINESS_GROUP = "(new business)"
 #: the group of deals whose grouping column is empty
@@ -423,6 +435,195 @@ def _stream(label: str, hits: Sequence[np.ndarray], amount: np.ndarray) -> NewBu
     )
 
 
+# ----------------------------------------------------------------------------------------
+# model uncertainty: the error of the probabilities, shared by all deals of a period
+# ----------------------------------------------------------------------------------------
+
+#: ``predict(X, day, period)`` → p_win_in_period of the deals of ``X`` (features at the end of
+#: ``day``) for ``period``: how the caller scores with its close model
+InPeriodPredictor = Callable[[pd.DataFrame, pd.Timestamp, Period], np.ndarray]
+
+
+def model_predictor(model: Any) -> InPeriodPredictor:
+    """A close model's ``p_win_in_period`` as an :data:`InPeriodPredictor`.
+
+    ``model.predict_in_period(X, start_days=…, end_days=…[, as_of=day])``, the period's first and
+    last days counted from the end of ``day``; ``as_of`` is passed to the models whose hazards
+    depend on the calendar of the weeks ahead. No ``p_win`` is passed: a model bounds its
+    in-period probability by its own, and the competing-risks model's bound (a pass over its long
+    horizon) changes nothing its monotone calibration has not already ensured.
+    """
+    method = model.predict_in_period
+    try:
+        dated = "as_of" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        dated = False
+
+    def predict(X: pd.DataFrame, day: pd.Timestamp, period: Period) -> np.ndarray:
+        if not len(X):
+            return np.zeros(0)
+        start, end = (period.start - day).days, (period.end - day).days
+        kwargs: dict[str, Any] = {"as_of": day} if dated else {}
+        return np.asarray(
+            method(X, start_days=start, end_days=end, **kwargs), dtype="float64"
+        ).reshape(-1)
+
+    return predict
+
+
+@dataclass(frozen=True)
+class ModelUncertainty:
+    """The model-uncertainty estimate of a forecast (see :func:`estimate_model_uncertainty`).
+
+    Attributes
+    ----------
+    sigma
+        Relative standard deviation of the factor shared by all open deals' bookings (0: the
+        probabilities are taken as known).
+    windows
+        The past periods read, most recent first (``start:end``).
+    expected, actual
+        Per window: Σ amount × p_win_in_period of the deals open at the same position, and what
+        those deals booked inside the window.
+    chance_sd
+        Per window: the standard deviation of those bookings from deal-by-deal chance alone.
+    note
+        Why no estimate could be made, when none could.
+    """
+
+    sigma: float = 0.0
+    windows: tuple[str, ...] = ()
+    expected: tuple[float, ...] = ()
+    actual: tuple[float, ...] = ()
+    chance_sd: tuple[float, ...] = ()
+    note: str = ""
+
+    def describe(self) -> str:
+        """One sentence for a forecast's notes."""
+        if self.note:
+            return f"Model uncertainty not estimated: {self.note}."
+        ratios = ", ".join(f"{a / e:.2f}" for a, e in zip(self.actual, self.expected, strict=True))
+        return (
+            f"Model uncertainty ±{self.sigma:.1%} on the open deals' bookings (one factor shared "
+            f"by all deals), from {len(self.windows)} past periods at the same point "
+            f"(booked ÷ expected: {ratios})."
+        )
+
+
+def estimate_model_uncertainty(
+    known: Export,
+    predict: InPeriodPredictor,
+    *,
+    as_of: pd.Timestamp,
+    period: Period,
+    windows: int = MODEL_UNCERTAINTY_WINDOWS,
+    min_windows: int = MIN_MODEL_UNCERTAINTY_WINDOWS,
+) -> ModelUncertainty:
+    """How far the model's in-period bookings strayed in past periods beyond chance: ``σ``.
+
+    For each of the ``windows`` latest comparable past periods P_k (:func:`comparable_periods`:
+    ended on or before as_of, and the export reached back to them), the deals open at the end of
+    day ``d_k = P_k.start + (as_of − period.start)`` — the same point of the period as the
+    forecast — are scored with ``predict``: ``E_k = Σ a·p``, ``V_k = Σ a²·p(1−p)`` (the spread of
+    independent deals), and ``A_k`` = the amounts of those deals won inside P_k. A shared factor
+    ``F`` (mean 1, variance σ²) on ``S = Σ a·B`` gives ``E(F·S − E)² = V + σ²(V + E²)``, so by the
+    method of moments pooled over the windows (big periods weigh more)::
+
+        σ² = max(0, Σ_k [(A_k − E_k)² − V_k] / Σ_k (V_k + E_k²))
+
+    The model has usually been trained on these past periods, so σ tends to understate its error
+    on a period it has not seen; with six periods the estimate is itself rough (it is 0 whenever
+    the past errors were no larger than chance).
+    A model that is systematically off in the past (too low late in the quarter, say) shows here
+    as a wider range, not as a shifted forecast.
+
+    Parameters
+    ----------
+    known
+        The export as known at the end of ``as_of`` (``features.snapshots.cut_export`` or
+        ``features.training_table.as_known_at``): every window ended on or before as_of, so
+        its deals' outcomes inside it are known; nothing about the forecast period is read.
+    predict
+        ``predict(X, day, period)`` → p_win_in_period of the rows of ``X`` (features as of the
+        end of ``day``, from :func:`features.opportunity.build_training_set`) for ``period``.
+    as_of
+        The forecast day (end of day).
+    period
+        The forecast period.
+    windows, min_windows
+        How many past periods to read, and the fewest that give an estimate (fewer: σ = 0
+        with a note).
+
+    Returns
+    -------
+    ModelUncertainty
+        ``sigma`` and the per-window figures.
+    """
+    opps = known.opportunities
+    if opps is None or not len(opps) or "closed_at" not in opps.columns:
+        return ModelUncertainty(note="no past deals with outcomes")
+    day = pd.Timestamp(as_of).normalize()
+    first = pd.to_datetime(opps["created_at"]).min().normalize()
+    offset = day - period.start
+    past = [
+        w
+        for w in comparable_periods(period, as_of=day, n=windows + 8)
+        if min(w.start + offset, w.start) > first
+    ][:windows]
+    if len(past) < min_windows:
+        return ModelUncertainty(
+            note=f"the export reaches back {len(past)} comparable past period(s), "
+            f"{min_windows} are needed"
+        )
+    days = [w.start + offset for w in past]
+    table = opportunity_features.build_training_set(known, dates=days)
+    won_ids = opps.loc[
+        (opps["status"].astype("string") == "won").to_numpy(dtype=bool, na_value=False),
+        ["opportunity_id", "closed_at"],
+    ]
+    labels, exp, act, sd = [], [], [], []
+    for w, d in zip(past, days, strict=True):
+        rows = (pd.to_datetime(table["as_of"]).dt.normalize() == d).to_numpy(dtype=bool)
+        X = table.loc[rows].drop(columns="as_of").set_index("opportunity_id")
+        if not len(X):
+            continue
+        a = pd.to_numeric(X["amount"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
+        p = np.asarray(predict(X, d, w), dtype="float64")
+        if p.shape != a.shape:
+            raise ValueError(f"predict gave {p.size} probabilities for {a.size} deals")
+        booked = won_ids.loc[in_period(won_ids["closed_at"], w), "opportunity_id"]
+        hit = X.index.astype("string").isin(pd.Index(booked.astype("string")))
+        e = float(np.dot(a, p))
+        if e <= 0:
+            continue
+        labels.append(f"{w.start.date()}:{w.end.date()}")
+        exp.append(e)
+        act.append(float(a[hit].sum()))
+        sd.append(float(math.sqrt(np.dot(a * a, p * (1.0 - p)))))
+    if len(labels) < min_windows:
+        return ModelUncertainty(
+            note=f"{len(labels)} past period(s) had open deals at the same point, "
+            f"{min_windows} are needed"
+        )
+    e_, a_, v_ = np.array(exp), np.array(act), np.array(sd) ** 2
+    sigma2 = max(0.0, float(((a_ - e_) ** 2 - v_).sum() / (v_ + e_**2).sum()))
+    log.info(
+        "model uncertainty of %s at %s: σ = %.3f from %d past periods (booked ÷ expected %s)",
+        period.label,
+        day.date(),
+        math.sqrt(sigma2),
+        len(labels),
+        np.round(a_ / e_, 3).tolist(),
+    )
+    return ModelUncertainty(
+        sigma=math.sqrt(sigma2),
+        windows=tuple(labels),
+        expected=tuple(exp),
+        actual=tuple(act),
+        chance_sd=tuple(sd),
+    )
+
+
 def stage_probabilities(known: Export) -> dict[str, float]:
     """The CRM's probability of each stage; undeclared stages get their historical win rate.
 
@@ -505,6 +706,8 @@ class BookingsForecast:
     prob_attain_quota: float | None = None
     draws: int = 0
     notes: list[str] = field(default_factory=list)
+    #: σ of the factor shared by the open deals' bookings (0: probabilities taken as known)
+    model_uncertainty: float = 0.0
 
     @property
     def method(self) -> str:
@@ -542,6 +745,7 @@ def forecast_bookings(
     new_business: NewBusiness | None = None,
     new_business_by_group: bool = False,
     quota: float | None = None,
+    model_uncertainty: float = 0.0,
     seed: int = 0,
     tolerance: float = TOLERANCE,
     min_draws: int = MIN_DRAWS,
@@ -567,6 +771,12 @@ def forecast_bookings(
         the owner, source … of a deal not yet created is unknown.
     quota
         The period's quota; ``prob_attain_quota`` = P(won + open + new ≥ quota).
+    model_uncertainty
+        ``σ`` of :func:`estimate_model_uncertainty`: the open deals' bookings of each simulated
+        period are multiplied by one gamma factor of mean 1 and standard deviation σ, shared by
+        all deals and roll-up groups (expected values unchanged). 0 (the default) treats the
+        probabilities as known: the open deals are independent, and their distribution exact
+        when it is small enough.
     seed, tolerance, min_draws, max_draws
         Monte Carlo settings (see the module notes).
     max_exact_support
@@ -581,6 +791,9 @@ def forecast_bookings(
         the total's expected.
     """
     a, p = _clean(amounts, p_in_period)
+    sigma = float(model_uncertainty)
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"model uncertainty must be a finite σ ≥ 0, not {model_uncertainty}")
     wa = np.nan_to_num(np.asarray(won_amounts, dtype="float64"), nan=0.0)
     won = float(wa.sum())
     streams = new_business.streams if new_business is not None else ()
@@ -608,7 +821,7 @@ def forecast_bookings(
     exact_open = exact_distribution(a, p, max_support=max_exact_support)
     group_dists: list[Distribution] = []
     draws = 0
-    if exact_open is not None and not rated:
+    if exact_open is not None and not rated and sigma == 0:
         open_dist = exact_open
         total = exact_open.shifted(won)
         for i in range(G):
@@ -626,6 +839,12 @@ def forecast_bookings(
         while True:
             n = min_draws if not draws else min(draws, cap - draws)
             block = monte_carlo_draws(a, p, draws=n, rng=rng, groups=g_open, n_groups=G)
+            if sigma > 0:
+                # one shared factor per simulated period: every deal and group moves together
+                # (won to date is certain and added apart; drawn only when σ > 0 so that σ = 0
+                # repeats the independent-deal numbers exactly)
+                shape = 1.0 / sigma**2
+                block *= rng.gamma(shape, 1.0 / shape, size=n)[:, None]
             open_parts.append(block.sum(axis=1))
             for s, label in zip(rated, labels_new, strict=True):
                 block[:, index[label]] += s.sample(n, rng)
@@ -636,6 +855,12 @@ def forecast_bookings(
             err = max(_quantile_se(total_draws, q) for q in PERCENTILES.values())
             if err <= tolerance / 4 * scale or draws >= cap:
                 break
+        if sigma > 0:
+            notes.append(
+                f"The range includes the model's own uncertainty: the open deals' bookings move "
+                f"together by ±{sigma:.1%} (one standard deviation), as they did around the "
+                "model's numbers in past periods."
+            )
         if err > tolerance / 4 * scale:
             notes.append(
                 f"Monte Carlo stopped at {draws:,} draws with a standard error of "
@@ -643,7 +868,7 @@ def forecast_bookings(
             )
         open_dist = (
             exact_open
-            if exact_open is not None
+            if exact_open is not None and sigma == 0
             else Distribution.from_draws(np.concatenate(open_parts))
         )
         total = Distribution.from_draws(total_draws)
@@ -687,6 +912,7 @@ def forecast_bookings(
         groups=table.reset_index(drop=True),
         draws=draws,
         notes=notes,
+        model_uncertainty=sigma,
     )
     if quota is not None:
         if quota < 0 or not math.isfinite(quota):

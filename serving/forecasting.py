@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -35,10 +38,13 @@ from models.forecast import (
     NEW_BUSINESS_GROUP,
     UNASSIGNED_GROUP,
     BookingsForecast,
+    ModelUncertainty,
     NewBusiness,
+    estimate_model_uncertainty,
     estimate_new_business,
     forecast_bookings,
     in_period,
+    model_predictor,
     probability_category,
     stage_probabilities,
     won_in_period,
@@ -160,6 +166,45 @@ def check_forecast_options(
     return day, chosen, since
 
 
+#: (export, model, day, period) whose model uncertainty is kept: a server forecasts a few periods
+UNCERTAINTIES_KEPT = 16
+_uncertainties: OrderedDict[tuple[int, int, pd.Timestamp, str], tuple[Any, Any, Any]] = (
+    OrderedDict()
+)
+_uncertainties_lock = threading.Lock()
+
+
+def model_uncertainty(
+    export: Export, known: Export, model: Any, *, day: pd.Timestamp, period: Period
+) -> ModelUncertainty:
+    """The close model's uncertainty on ``period`` forecast at ``day`` (σ of the shared factor).
+
+    :func:`models.forecast.estimate_model_uncertainty` on ``known`` (the export cut at ``day``),
+    as the backtest estimates it. It scores the deals of six past periods, so it is kept per
+    (export object, model object, day, period): a server reads its export once and keeps the
+    model in service, and the same forecast asked again must not pay for it twice. Entries hold
+    weak references: one is handed out only while its very export and model are alive, and it
+    keeps neither alive.
+    """
+    key = (id(export), id(model), pd.Timestamp(day).normalize(), period.label)
+    with _uncertainties_lock:
+        found = _uncertainties.get(key)
+        if found is not None and found[0]() is export and found[1]() is model:
+            _uncertainties.move_to_end(key)
+            return cast(ModelUncertainty, found[2])
+    estimate = estimate_model_uncertainty(known, model_predictor(model), as_of=day, period=period)
+    try:
+        refs = (weakref.ref(export), weakref.ref(model))
+    except TypeError:  # an object that takes no weak reference is simply not kept
+        return estimate
+    with _uncertainties_lock:
+        _uncertainties[key] = (*refs, estimate)
+        _uncertainties.move_to_end(key)
+        while len(_uncertainties) > UNCERTAINTIES_KEPT:
+            _uncertainties.popitem(last=False)
+    return estimate
+
+
 def forecast_export(
     export: Export,
     model: Any,
@@ -232,6 +277,7 @@ def forecast_export(
 
     won = won_in_period(known.opportunities, chosen)
     new = estimate_new_business(known.opportunities, as_of=day, period=chosen)
+    uncertainty = model_uncertainty(export, known, model, day=day, period=chosen)
     open_labels, won_labels = _group_labels(group_by, deals, state, won)
     if open_labels is not None:
         deals["_group"] = (
@@ -250,6 +296,7 @@ def forecast_export(
         new_business_by_group=group_by == "segment",
         quota=quota,
         seed=seed,
+        model_uncertainty=uncertainty.sigma,
     )
     changes = None
     if since is not None:

@@ -8,10 +8,14 @@ that week of the quarter) exactly as it would have been made then:
   are dropped, deals closed later show open);
 * a close-probability model is trained on the cut alone — weekly snapshots, the time split with
   its gap, the training and calibration slices of ``pipecast train`` (no MLflow registry); the
-  historical baseline when the cut holds too few closed deals, as ``pipecast train`` would;
+  win incidence by deal age (Aalen–Johansen) when the cut holds too few closed deals, as
+  ``pipecast train`` would;
 * the quarter's bookings are forecast (:func:`models.forecast.forecast_bookings`): won to date
-  (certain) + the deals open at the cut (Σ amount × p_win_in_period, P10–P90 over independent
-  deals) + new business (deals not yet created that will be won in the quarter).
+  (certain) + the deals open at the cut (Σ amount × p_win_in_period; P10–P90 over independent
+  deals times one factor they share, the model's own uncertainty, read from how far the cut's
+  model strayed in comparable past quarters at the same week:
+  :func:`models.forecast.estimate_model_uncertainty`) + new business (deals not yet created that
+  will be won in the quarter).
 
 Beside it, the CRM's stage-weighted number: won to date + Σ amount × stage probability of the
 deals open at the cut whose expected close date falls in the quarter (the declared stage
@@ -52,15 +56,19 @@ from features.training_table import as_known_at
 from models import baselines as baselines_module
 from models import close_probability as close_module
 from models import lgbm as lgbm_module
+from models import survival as survival_module
 from models import time_to_close as time_module
 from models.baselines import HistoricalCloseModel
 from models.forecast import (
+    estimate_model_uncertainty,
     estimate_new_business,
     forecast_bookings,
     in_period,
+    model_predictor,
     stage_probabilities,
     won_in_period,
 )
+from models.survival import CumulativeIncidenceCloseModel
 from models.time_to_close import CompetingRisksCloseModel
 from training import splits
 
@@ -68,8 +76,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PERIODS = 4
 DEFAULT_WEEKS = (1, 4, 8, 12)
-#: below these counts of closed deals / wins in a cut's training slice, the historical baseline
-#: is fitted instead (the defaults of ``Settings.min_closed_deals`` / ``min_wins``)
+#: below these counts of closed deals / wins in a cut's training slice, the win incidence by
+#: deal age is fitted instead (the defaults of ``Settings.min_closed_deals`` / ``min_wins``)
 MIN_CLOSED_DEALS, MIN_WINS = 200, 50
 #: columns known only for the live pipeline (current values with no history): never trained on
 #: (as in ``pipecast train``)
@@ -90,6 +98,7 @@ COLUMNS = [
     "open_expected",
     "open_p10",
     "open_p90",
+    "model_uncertainty",
     "expected_new",
     "forecast",
     "p10",
@@ -256,7 +265,8 @@ def fit_close_model(
     calibration as ``pipecast train``, without evaluation or MLflow. The test slice is left
     unused, as it is by the model ``pipecast train`` registers. When the training slice has
     fewer than ``min_closed_deals`` closed deals or ``min_wins`` wins, or no calibration slice
-    follows it, the historical baseline (win rate by stage × segment) is fitted instead.
+    follows it, the cumulative incidence of winning by deal age (by stage × segment where they
+    hold enough deals; Aalen–Johansen) is fitted instead, as ``pipecast train`` does.
 
     Raises
     ------
@@ -274,7 +284,6 @@ def fit_close_model(
         columns=[c for c in ("opportunity_id", "as_of", *CURRENT_ONLY_FEATURES) if c in table]
     )
     y = lab["won"].to_numpy(dtype="float64")
-    days = _days(lab["closed_at"], table["as_of"])
     gap = splits.cycle_gap_days(opps["created_at"], opps["closed_at"])
     split: splits.TimeSplit | None = None
     try:
@@ -318,11 +327,31 @@ def fit_close_model(
             won_cal=lab["won"][cr],
             censor_at_cal=split.label_date,
         )
-    rows = (train if train.any() else known_outcome) & known_outcome
-    if not rows.any():
-        raise TooLittleHistory(f"no deal had closed by {label_date.date()}: nothing to learn from")
-    return HistoricalCloseModel().fit(X[rows], y[rows], days_to_close=days[rows])
+    nothing = f"no deal had been won by {label_date.date()}: nothing to learn from"
+    if not (known_outcome & (y == 1)).any():
+        raise TooLittleHistory(nothing)
+    # the training slice when there is one (censored at its end), else every snapshot with what
+    # the export date knows; deals still open, stale ones included, stay in the risk sets
+    for censor_at in ([split.train_end] if split is not None else []) + [label_date]:
+        try:
+            return CumulativeIncidenceCloseModel(by=("stage", "segment")).fit_snapshots(
+                X,
+                as_of=table["as_of"],
+                closed_at=lab["closed_at"],
+                won=lab["won"],
+                censor_at=censor_at,
+                groups=snaps["opportunity_id"].to_numpy(dtype=object),
+            )
+        except ValueError:  # no win by the end of the training slice: use all that is known
+            continue
+    raise TooLittleHistory(nothing)
 
+
+#: how the backtest table names the fallback models (a learned model is "LightGBM")
+_MODEL_LABELS = {
+    HistoricalCloseModel.kind: "historical rates",
+    CumulativeIncidenceCloseModel.kind: "incidence by age",
+}
 
 #: the fitting code as defined here (its source is part of the cache key)
 _FIT_CODE = fit_close_model
@@ -358,7 +387,14 @@ def code_fingerprint() -> str:
     for path in sorted(folder.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    for module in (close_module, lgbm_module, baselines_module, time_module, splits):
+    for module in (
+        close_module,
+        lgbm_module,
+        baselines_module,
+        survival_module,
+        time_module,
+        splits,
+    ):
         h.update(inspect.getsource(module).encode())
     h.update(inspect.getsource(_FIT_CODE).encode())
     for dist in ("lightgbm", "scikit-learn", "numpy", "pandas"):
@@ -421,27 +457,20 @@ def forecast_at(
     state = state_as_of(known, day).reindex(X.index)
     # the amount in force at day, as ``pipecast forecast`` uses it
     amounts = pd.to_numeric(state["amount"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
-    if len(X):
-        start, end = (period.start - day).days, (period.end - day).days
-        if getattr(model, "kind", None) == CompetingRisksCloseModel.kind:
-            # the calendar of the weeks ahead comes from the forecast day
-            p_win = np.asarray(model.predict_p_win(X, as_of=day), dtype="float64")
-            p = np.asarray(
-                model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win, as_of=day),
-                dtype="float64",
-            )
-        else:
-            p_win = np.asarray(model.predict_proba(X)[:, 1], dtype="float64")
-            p = np.asarray(
-                model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win),
-                dtype="float64",
-            )
-    else:
-        p = np.zeros(0)
+
+    p = in_period_probabilities(model, X, day=day, period=period)
     won = won_in_period(known.opportunities, period)
     new = estimate_new_business(known.opportunities, as_of=day, period=period)
+    uncertainty = estimate_model_uncertainty(
+        known, model_predictor(model), as_of=day, period=period
+    )
     numbers = forecast_bookings(
-        amounts, p, won_amounts=won["amount"].to_numpy(dtype=float), new_business=new, seed=seed
+        amounts,
+        p,
+        won_amounts=won["amount"].to_numpy(dtype=float),
+        new_business=new,
+        model_uncertainty=uncertainty.sigma,
+        seed=seed,
     )
     probability = state["stage"].astype("string").map(stage_probabilities(known)).astype(float)
     closing = in_period(state["expected_close_date"], period)
@@ -453,6 +482,7 @@ def forecast_at(
         "open_expected": numbers.open_expected,
         "open_p10": numbers.open.quantile(0.1),
         "open_p90": numbers.open.quantile(0.9),
+        "model_uncertainty": uncertainty.sigma,
         "expected_new": numbers.expected_new,
         "forecast": numbers.expected,
         "p10": numbers.total.quantile(0.1),
@@ -460,6 +490,27 @@ def forecast_at(
         "stage_pipeline": stage_pipeline,
         "stage_weighted": numbers.won_to_date + stage_pipeline,
     }
+
+
+def in_period_probabilities(
+    model: Any, X: pd.DataFrame, *, day: pd.Timestamp, period: Period
+) -> np.ndarray:
+    """``p_win_in_period`` of the deals of ``X`` (features at the end of ``day``) for ``period``."""
+    if not len(X):
+        return np.zeros(0)
+    start, end = (period.start - day).days, (period.end - day).days
+    if getattr(model, "kind", None) == CompetingRisksCloseModel.kind:
+        # the calendar of the weeks ahead comes from the forecast day
+        p_win = np.asarray(model.predict_p_win(X, as_of=day), dtype="float64")
+        return np.asarray(
+            model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win, as_of=day),
+            dtype="float64",
+        )
+    p_win = np.asarray(model.predict_proba(X)[:, 1], dtype="float64")
+    return np.asarray(
+        model.predict_in_period(X, start_days=start, end_days=end, p_win=p_win),
+        dtype="float64",
+    )
 
 
 def actual_bookings(export: Export, period: Period, open_ids: Any = None) -> tuple[float, float]:
@@ -652,7 +703,8 @@ def summarize_backtest(table: pd.DataFrame) -> dict[str, Any]:
     forecast against the quarter's bookings (``mape_ratio`` = pipecast ÷ stage-weighted);
     ``*_mae``: mean absolute error in currency; ``inside_p10_p90``: share of forecasts whose
     range held the actual; ``max_abs_week_bias``: the largest mean % error of any week of the
-    quarter; ``open_*``: the same for the open pipeline against what those deals brought in.
+    quarter; ``open_*``: the same for the open pipeline against what those deals brought in;
+    ``model_uncertainty``: the mean σ of the shared factor on the open deals' bookings.
     """
     weeks = errors_by_week(table)
     pipecast = _mean(table["pct_error"].abs())
@@ -675,6 +727,7 @@ def summarize_backtest(table: pd.DataFrame) -> dict[str, Any]:
         "open_mae": _mean(table["open_error"].abs()),
         "stage_open_mae": _mean(table["stage_open_error"].abs()),
         "open_inside_p10_p90": _mean(table["open_inside_p10_p90"].astype(float)),
+        "model_uncertainty": _mean(table["model_uncertainty"]),
         "models": {str(k): int(v) for k, v in table["model"].value_counts().items()},
     }
 
@@ -805,7 +858,7 @@ def render_backtest(result: BacktestResult, console: Any) -> None:
             r.period,
             str(r.week),
             r.as_of,
-            "historical rates" if r.model == HistoricalCloseModel.kind else "LightGBM",
+            _MODEL_LABELS.get(r.model, "LightGBM"),
             _money(r.won_to_date),
             _money(r.forecast),
             f"{_money(r.p10)}–{_money(r.p90)}",
@@ -848,7 +901,9 @@ def render_backtest(result: BacktestResult, console: Any) -> None:
         f"{_pct(s['stage_weighted_mape'], sign=False)} (ratio {s['mape_ratio']:.2f}); "
         f"actual inside P10–P90 in {_pct(s['inside_p10_p90'], sign=False)} of "
         f"{s['forecasts']} forecasts; open pipeline {_pct(s['open_mape'], sign=False)} vs "
-        f"{_pct(s['stage_open_mape'], sign=False)}. Models trained {result.fitted}, "
+        f"{_pct(s['stage_open_mape'], sign=False)}; model uncertainty (σ of the factor the "
+        f"open deals share) {_pct(s['model_uncertainty'], sign=False)} on average. "
+        f"Models trained {result.fitted}, "
         f"from cache {result.cached}; {result.seconds:.0f} s.",
         highlight=False,
     )

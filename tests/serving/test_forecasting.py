@@ -354,3 +354,39 @@ def test_the_request_body_refuses_bad_fields() -> None:
     for bad in ({"quota": -1.0}, {"commit_threshold": 1.5}, {"neglect_days": 0}):
         with pytest.raises(ValidationError):
             ForecastRequest(period="2026-Q3", **bad)  # type: ignore[arg-type]
+
+
+def test_the_range_carries_the_model_uncertainty_the_backtest_measures(
+    small_export: Export, model: HistoricalCloseModel
+) -> None:
+    """The served forecast widens its range by the σ that ``estimate_model_uncertainty`` finds
+    on the export as known at as_of (as the backtest does), estimated once per forecast."""
+    from features.periods import parse_period
+    from features.snapshots import cut_export
+    from models.forecast import estimate_model_uncertainty, model_predictor
+    from serving import forecasting
+
+    day = pd.Timestamp(AS_OF)
+    period = parse_period(PERIOD, small_export.config.fiscal_year_start_month)
+    known = cut_export(small_export.replace(leads=None), day)
+    direct = estimate_model_uncertainty(known, model_predictor(model), as_of=day, period=period)
+    served = forecasting.model_uncertainty(small_export, known, model, day=day, period=period)
+    assert served.sigma == direct.sigma and served.windows == direct.windows
+    # the fallback model on the small export strays far from what was booked
+    assert served.sigma > 0.1, served.describe()
+    # asked again for the same export, model, day and period: the very same estimate
+    again = forecasting.model_uncertainty(small_export, known, model, day=day, period=period)
+    assert again is served
+    # another day is another estimate
+    other = forecasting.model_uncertainty(
+        small_export, known, model, day=day - pd.Timedelta(days=7), period=period
+    )
+    assert other is not served
+    widened = [
+        n
+        for n in forecast_export(
+            small_export, model, model_version="7", period=PERIOD, as_of=AS_OF
+        ).response["notes"]
+        if "model's own uncertainty" in n
+    ]
+    assert len(widened) == 1 and f"±{served.sigma:.1%}" in widened[0]

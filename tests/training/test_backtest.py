@@ -116,6 +116,8 @@ def test_structure(small_result: BacktestResult) -> None:
     assert set(t["model"]) == {"competing_risks"}
     assert (t["p10"] <= t["forecast"]).all() and (t["forecast"] <= t["p90"]).all()
     assert (t["open_p10"] <= t["open_p90"]).all()
+    # the shared model uncertainty is read from the past quarters of each cut: a number ≥ 0
+    assert np.isfinite(t["model_uncertainty"]).all() and (t["model_uncertainty"] >= 0).all()
     # more of the quarter is won, and less is left to forecast, at week 12 than at week 4
     assert t["won_to_date"].is_monotonic_increasing
     assert t["expected_new"].iloc[1] < t["expected_new"].iloc[0]
@@ -233,6 +235,7 @@ def test_forecast_uses_nothing_recorded_after_its_day(small_export: Export) -> N
         "open_expected",
         "open_p10",
         "open_p90",
+        "model_uncertainty",
         "expected_new",
         "forecast",
         "p10",
@@ -348,12 +351,14 @@ def default_backtest(tmp_path_factory: pytest.TempPathFactory) -> backtest.Backt
     s = result.summary
     log.warning(
         "backtest default export: MAPE pipecast %.3f vs stage-weighted %.3f (ratio %.2f); "
-        "inside P10–P90 %.0f%%; bias by week %s; %.0f s",
+        "inside P10–P90 %.0f%%; bias by week %s; model uncertainty σ mean %.3f (%s); %.0f s",
         s["pipecast_mape"],
         s["stage_weighted_mape"],
         s["mape_ratio"],
         100 * s["inside_p10_p90"],
         dict(zip(result.by_week["week"], result.by_week["pipecast_bias"].round(3), strict=True)),
+        s["model_uncertainty"],
+        result.table["model_uncertainty"].round(3).tolist(),
         result.seconds,
     )
     return result
@@ -369,15 +374,28 @@ def test_acceptance_error_beats_the_stage_weighted_number(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on seed 7: actual inside P10–P90 in 31% of the 16 points (wanted 65–95%), "
-    "bias −7.4% at week 8 and −6.5% at week 12: the in-period timing model under-predicts late "
-    "in the quarter and the range treats deals as independent with known probabilities",
-)
-def test_acceptance_range_and_bias_by_week(default_backtest: backtest.BacktestResult) -> None:
+def test_acceptance_range_holds_the_actual(default_backtest: backtest.BacktestResult) -> None:
+    """P10–P90 with the model's own uncertainty (a factor shared by the open deals) holds the
+    quarter's bookings in 65–95% of the forecasts (measured: 75%, 12 of 16, on the default export
+    with 15% never-closing deals; 31–50% with independent deals and known probabilities)."""
     s = default_backtest.summary
     assert 0.65 <= s["inside_p10_p90"] <= 0.95
+    # the uncertainty is read from each cut's past, and it is there: not 0 everywhere
+    assert (default_backtest.table["model_uncertainty"] > 0).sum() >= 8
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on seed 7 (15% never-closing deals): mean signed error −5.3% at week 1 "
+    "(−3.6%, +2.3%, +0.1% at weeks 4, 8, 12). Against the simulator's true probabilities the "
+    "open deals of these four quarters booked 5.7% more than expected (2026-Q1 and 2026-Q3 "
+    "drew big wins; over every Sunday since 2024-11 the truth is within 1% of what was won), "
+    "the close model is 2.7% under the truth at week 1, and new business matched its run-rate "
+    "(×1.03 ± 0.04 over seven quarters): chance plus the close model, no bias in the forecast's "
+    "own arithmetic",
+)
+def test_acceptance_no_bias_by_week(default_backtest: backtest.BacktestResult) -> None:
     assert (default_backtest.by_week["pipecast_bias"].abs() <= 0.05).all()
 
 
@@ -405,3 +423,20 @@ def test_maven_crm_backtest_reports_both_errors(real_data_dir: Path, tmp_path: P
     for key in ("pipecast_mape", "stage_weighted_mape", "pipecast_mae", "stage_weighted_mae"):
         assert np.isfinite(s[key]) and s[key] >= 0, key
     assert (result.table["actual"] > 0).all()
+
+
+def test_too_little_history_fits_the_win_incidence_by_deal_age(small_export: Export) -> None:
+    from features import opportunity
+    from models.survival import CumulativeIncidenceCloseModel
+
+    day = pd.Timestamp("2026-08-02")
+    known = as_known_at(small_export, day)
+    model = backtest.fit_close_model(known, min_closed_deals=10**9)
+    assert isinstance(model, CumulativeIncidenceCloseModel)
+    # it knows time: the same open deal gets less as it lingers
+    X = opportunity.build(known, as_of=day)
+    probe = X.iloc[[0, 0]].copy()
+    probe["age_days"] = [0.0, 500.0]
+    p = model.predict_in_period(probe, start_days=0, end_days=60)
+    assert p[1] < p[0]
+    assert np.all(p <= model.predict_proba(probe)[:, 1] + 1e-12)
