@@ -25,7 +25,8 @@ scored and written in chunks, so that memory stays flat in the list's length:
    1…2,000, contribution tables for the others, none for leads cut for their rank), from the
    encoded matrix the chunk was scored with (spooled beside its features); the output rows
    are spooled by output bucket (places ``k·chunk … (k+1)·chunk-1``): for a CSV, each row
-   already as its CSV line, formatted column by column in Arrow (:func:`_csv_lines`).
+   already as its CSV line, formatted column by column in Arrow (:func:`_csv_lines`); each
+   distinct reason text is made, and quoted, once (``models.explain.lead_reason_codes``).
 4. **write**: bucket after bucket, each sorted by place, appended to a temporary file beside
    the output (CSV lines, or Parquet row groups through ``pyarrow.parquet.ParquetWriter``),
    renamed onto the output at the end: kept leads by rank, then excluded ones. No sort larger
@@ -80,6 +81,7 @@ from models.explain import (
     explain,
     fit_reason_tables,
     lead_reason_array,
+    lead_reason_codes,
 )
 from models.registry import load_champion
 from pipecast.config import Settings
@@ -583,6 +585,23 @@ def lead_reason_texts(
     except Exception:  # noqa: BLE001 — reasons are optional; scoring must not fail on them
         log.warning("reasons unavailable for this model; scoring without them", exc_info=True)
         return np.array([""] * len(features), dtype=object)
+
+
+def lead_reason_codes_or_none(
+    model: Any,
+    features: pd.DataFrame,
+    *,
+    tables: ReasonTables | None = None,
+    exact: np.ndarray | None = None,
+    encoded: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lead_reason_texts` as ``models.explain.lead_reason_codes`` gives them (per lead
+    the number of its text, and the distinct texts); every lead "" when they cannot be had."""
+    try:
+        return lead_reason_codes(model, features, tables=tables, exact=exact, encoded=encoded)
+    except Exception:  # noqa: BLE001 — reasons are optional; scoring must not fail on them
+        log.warning("reasons unavailable for this model; scoring without them", exc_info=True)
+        return np.zeros(len(features), dtype=np.int64), np.array([""], dtype=object)
 
 
 def lead_probabilities(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1335,24 +1354,30 @@ def _output_rows(
 ) -> pd.DataFrame:
     """The output rows of one chunk, in list order (the columns of :func:`score_lead_list`)."""
     need = dec["_need"].to_numpy(dtype=bool)
-    reasons = np.full(len(chunk), "", dtype=object)
+    # per lead the number of its text among the chunk's distinct reason texts (the first: "",
+    # for leads not explained): the texts are made into Arrow strings once each
+    codes = np.zeros(len(chunk), dtype=np.int64)
+    texts = np.array([""], dtype=object)
     if need.any():
         rows = np.flatnonzero(need)
         every = bool(need.all())  # most lists: every lead explained, nothing to take
-        reasons[need] = lead_reason_texts(
+        found, distinct = lead_reason_codes_or_none(
             model,
             features if every else features.iloc[rows],
             tables=tables,
             exact=dec["_exact"].to_numpy(dtype=bool)[need],
             encoded=encoded if encoded is None or every else encoded[rows],
         )
+        codes[need] = found + 1
+        texts = np.concatenate([texts, distinct])
+    reasons = pc.take(pa.array(texts, type=pa.string()), pa.array(codes))
     table = pd.DataFrame(
         {
             "lead_id": chunk["lead_id"].astype("string").to_numpy(),
             "sqo_probability": dec["sqo_probability"].to_numpy(),
             "rank": dec["rank"].array,
             "tier": dec["tier"].array,
-            "reasons": pd.array(reasons, dtype="string"),
+            "reasons": pd.array(pd.arrays.ArrowStringArray(reasons), dtype="string"),
             "model_version": model_version,
             "excluded_reason": dec["excluded_reason"].array,
         }
@@ -1452,13 +1477,31 @@ def _quote_text(value: str) -> str:
     return value
 
 
+#: the bytes that make a CSV cell quoted: comma, quote, carriage return, line feed
+_QUOTE_BYTES = (b",", b'"', b"\r", b"\n")
+
+
 def _quoted(text: pa.Array) -> pa.Array:
     """Text cells quoted as Python's csv module quotes them (only where needed)."""
-    needs = pc.match_substring_regex(text, '[,"\r\n]')
-    if not pc.any(needs).as_py():
+    if len(text) == 0 or not _may_need_quotes(text):
         return text
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
-    return pc.if_else(needs, quoted, text)
+    # a column that needs quotes (the reasons, names with commas) repeats its values: each
+    # distinct value is checked and quoted once
+    coded = pc.dictionary_encode(text)
+    values = coded.dictionary
+    needs = pc.match_substring_regex(values, '[,"\r\n]')
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+    return pc.take(pc.if_else(needs, quoted, values), coded.indices)
+
+
+def _may_need_quotes(text: pa.Array) -> bool:
+    """Whether any byte of the column's text is one that needs quoting (a byte scan of the
+    column's data, far quicker than a match per cell; a false alarm only costs the check)."""
+    data = text.buffers()[2]
+    if data is None:
+        return False
+    raw = data.to_pybytes()
+    return any(raw.find(ch) >= 0 for ch in _QUOTE_BYTES)
 
 
 def _csv_cells(s: pd.Series, timed: bool) -> pa.Array:
@@ -1468,8 +1511,7 @@ def _csv_cells(s: pd.Series, timed: bool) -> pa.Array:
         # numpy's ISO text of whole seconds or days is strftime's "%Y-%m-%dT%H:%M:%S" or
         # "%Y-%m-%d" (seconds floored, as strftime shows them)
         v = s.to_numpy(dtype="datetime64[ns]")
-        shown = v.astype("datetime64[s]" if timed else "datetime64[D]").astype(str)
-        text = pa.array(shown, type=pa.string(), mask=np.isnat(v))
+        text = _date_cells(v, timed)
     elif isinstance(dtype, pd.BooleanDtype) or pd.api.types.is_bool_dtype(dtype):
         flags = s.astype("boolean")
         values = np.where(flags.to_numpy(dtype=bool, na_value=False), "true", "false")
@@ -1477,7 +1519,7 @@ def _csv_cells(s: pd.Series, timed: bool) -> pa.Array:
     elif pd.api.types.is_float_dtype(dtype):
         v = s.to_numpy(dtype="float64", na_value=np.nan)
         # what pandas writes: numpy's text of each float (Python's repr), "" when missing
-        text = pa.array(v.astype(str), type=pa.string(), mask=np.isnan(v))
+        text = _float_cells(v)
     elif pd.api.types.is_integer_dtype(dtype):
         text = pc.cast(pa.array(s.array if isinstance(dtype, pd.Int64Dtype) else s), pa.string())
     elif pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
@@ -1494,6 +1536,47 @@ def _csv_cells(s: pd.Series, timed: bool) -> pa.Array:
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     return pc.fill_null(text.cast(pa.string()), "")
+
+
+def _float_cells(v: np.ndarray) -> pa.Array:
+    """Python's repr of each float ("" where NaN), as numpy's ``astype(str)`` gives it.
+
+    Arrow writes the same shortest round-trip digits an order of magnitude faster; it differs
+    only in form: a whole number lacks repr's ".0", and it picks exponent notation by other
+    rules. Its text is kept where repr writes plain digits (1e-4 ≤ |x| < 1e16, or 0) and Arrow
+    did too; any other value is written by numpy.
+    """
+    missing = np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        size = np.abs(v)
+        plain = ((size >= 1e-4) & (size < 1e16)) | (v == 0)
+        # a whole number below 1e16 is its integer's digits and ".0" (-0.0 left to numpy)
+        negative_zero = (v == 0) & np.signbit(v)
+        whole = (size < 1e16) & (np.floor(v) == v) & ~negative_zero
+    text = pc.cast(pa.array(v, mask=missing), pa.string())
+    if whole.any():
+        digits = pc.cast(pa.array(np.where(whole, v, 0).astype(np.int64)), pa.string())
+        text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(digits, ".0", ""), text)
+    arrow_exp = pc.fill_null(pc.match_substring(text, "e"), False).to_numpy(zero_copy_only=False)
+    other = np.flatnonzero(((~plain | arrow_exp) & ~missing) | negative_zero)
+    if other.size:
+        shown = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+        shown[other] = v[other].astype(str)
+        text = pa.array(shown, type=pa.string(), mask=missing)
+    return text
+
+
+def _date_cells(v: np.ndarray, timed: bool) -> pa.Array:
+    """numpy's ISO text of whole seconds ("%Y-%m-%dT%H:%M:%S", ``timed``) or days
+    ("%Y-%m-%d") of ``datetime64[ns]`` values, seconds floored as strftime shows them; null
+    where NaT. Written by Arrow (the same text, several times faster)."""
+    missing = np.isnat(v)
+    if timed:
+        seconds = v.astype("datetime64[s]").astype(np.int64)
+        stamps = pa.array(seconds, type=pa.timestamp("s"), mask=missing)
+        return pc.replace_substring(pc.cast(stamps, pa.string()), " ", "T", max_replacements=1)
+    days = v.astype("datetime64[D]").astype(np.int64).astype(np.int32)
+    return pc.cast(pa.array(days, type=pa.date32(), mask=missing), pa.string())
 
 
 def _missing(value: Any) -> bool:

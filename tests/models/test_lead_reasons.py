@@ -151,3 +151,21 @@ def test_every_grouped_feature_is_a_lead_feature() -> None:
     }
     grouped = [f for feats in LEAD_REASON_GROUPS.values() for f in feats]
     assert set(grouped) <= known and len(grouped) == len(set(grouped))
+
+
+def test_reason_codes_name_each_distinct_text_once(
+    small_export: Export, sqo_model: SQOLikelihoodModel
+) -> None:
+    from models.explain import lead_reason_codes
+
+    assert small_export.leads is not None
+    X = lead.build(small_export, as_of=small_export.exported_at, leads=small_export.leads.head(400))
+    expected = lead_reasons(sqo_model, X)
+    twice = pd.concat([X, X])  # every lead listed twice: its text is made once
+    codes, texts = lead_reason_codes(sqo_model, twice)
+    assert codes.shape == (800,) and len(texts) <= 400
+    assert (codes[:400] == codes[400:]).all()
+    assert texts[codes].tolist() == expected.tolist() * 2
+    # one lead at a time (no repeated values to share) gives each lead the same text
+    for i in range(0, 400, 37):
+        assert lead_reasons(sqo_model, X.iloc[[i]]).iloc[0] == expected.iloc[i]
