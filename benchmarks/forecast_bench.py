@@ -195,6 +195,8 @@ def command_row(size: str) -> list[dict[str, Any]]:
         steps = _child("steps", size, folder, env=env)
     ok = seconds < TARGET_COMMAND_SECONDS
     n_deals = int(doc["n_open_deals"])
+    shared = [n for n in doc.get("notes", []) if "model's own uncertainty" in n]
+    uncertainty = shared[0].split("by ")[1].split(" (")[0] if shared else "none"
     rows = [
         {
             "bench": "forecast",
@@ -205,7 +207,8 @@ def command_row(size: str) -> list[dict[str, Any]]:
             "peak_mb": peak,
             "note": (
                 f"forecast/{size}: `pipecast forecast` of {n_deals:,} open deals "
-                f"({doc['method']['distribution']}, {doc['method']['draws']:,} draws) in "
+                f"({doc['method']['distribution']}, {doc['method']['draws']:,} draws, model "
+                f"uncertainty {uncertainty}) in "
                 f"{seconds:.1f} s, {cpu:.1f} CPU s, load average {load:.1f} before "
                 f"(target < {TARGET_COMMAND_SECONDS:.0f} s: {'met' if ok else 'NOT met'})"
             ),

@@ -105,14 +105,17 @@ class Distribution:
         return cls(np.array([float(value)]), np.array([1.0]))
 
     @classmethod
-    def from_draws(cls, draws: np.ndarray) -> Distribution:
+    def from_draws(cls, draws: np.ndarray, *, draws_made: int | None = None) -> Distribution:
         """The empirical distribution of simulated outcomes (to the whole currency unit).
 
         Simulated sums carry float32 rounding (well under one unit) and Monte Carlo error far
-        above it: cents would be false precision.
+        above it: cents would be false precision. ``draws_made``: the independent simulations
+        behind the outcomes when there are fewer than outcomes (each simulated period crossed
+        with a grid of shared factors); default, one per outcome.
         """
         d = np.sort(np.round(np.asarray(draws, dtype="float64")))
-        return cls(d, np.full(d.size, 1.0 / d.size), method="monte_carlo", draws=int(d.size))
+        made = int(d.size) if draws_made is None else int(draws_made)
+        return cls(d, np.full(d.size, 1.0 / d.size), method="monte_carlo", draws=made)
 
     def mean(self) -> float:
         return float(np.dot(self.values, self.weights))
@@ -836,23 +839,31 @@ def forecast_bookings(
         open_parts: list[np.ndarray] = []
         total_parts: list[np.ndarray] = []
         group_parts: list[np.ndarray] = []
+        factors = _factor_grid(sigma, rng) if sigma > 0 else None
+        new_parts: list[np.ndarray] = []
         while True:
             n = min_draws if not draws else min(draws, cap - draws)
             block = monte_carlo_draws(a, p, draws=n, rng=rng, groups=g_open, n_groups=G)
-            if sigma > 0:
-                # one shared factor per simulated period: every deal and group moves together
-                # (won to date is certain and added apart; drawn only when σ > 0 so that σ = 0
-                # repeats the independent-deal numbers exactly)
-                shape = 1.0 / sigma**2
-                block *= rng.gamma(shape, 1.0 / shape, size=n)[:, None]
             open_parts.append(block.sum(axis=1))
+            news = np.zeros_like(block)
             for s, label in zip(rated, labels_new, strict=True):
-                block[:, index[label]] += s.sample(n, rng)
+                news[:, index[label]] += s.sample(n, rng)
+            new_parts.append(news.sum(axis=1))
+            if factors is not None:
+                # a roll-up group's percentiles: one factor of the grid per simulated period,
+                # the same for every group (they move together)
+                block *= factors[rng.integers(0, factors.size, size=n)][:, None]
+            block += news
             total_parts.append(block.sum(axis=1) + won)
             group_parts.append(block.astype("float32"))
             draws += n
-            total_draws = np.concatenate(total_parts)
-            err = max(_quantile_se(total_draws, q) for q in PERCENTILES.values())
+            if factors is None:
+                total_draws = np.concatenate(total_parts)
+                err = max(_quantile_se(total_draws, q) for q in PERCENTILES.values())
+            else:
+                err = _mixture_quantile_se(
+                    np.concatenate(open_parts), np.concatenate(new_parts) + won, factors
+                )
             if err <= tolerance / 4 * scale or draws >= cap:
                 break
         if sigma > 0:
@@ -866,12 +877,21 @@ def forecast_bookings(
                 f"Monte Carlo stopped at {draws:,} draws with a standard error of "
                 f"{err / scale:.2%} of the forecast on its percentiles"
             )
-        open_dist = (
-            exact_open
-            if exact_open is not None and sigma == 0
-            else Distribution.from_draws(np.concatenate(open_parts))
-        )
-        total = Distribution.from_draws(total_draws)
+        if factors is None:
+            open_dist = (
+                exact_open
+                if exact_open is not None
+                else Distribution.from_draws(np.concatenate(open_parts))
+            )
+            total = Distribution.from_draws(total_draws)
+        else:
+            # the factor integrated over its grid for every simulated period: open × each factor
+            S = np.concatenate(open_parts)
+            rest = np.concatenate(new_parts) + won
+            open_dist = Distribution.from_draws(np.outer(S, factors).ravel(), draws_made=draws)
+            total = Distribution.from_draws(
+                (np.outer(S, factors) + rest[:, None]).ravel(), draws_made=draws
+            )
         sims = np.vstack(group_parts)
         group_dists = [Distribution.from_draws(sims[:, i] + won_by_group[i]) for i in range(G)]
     rows = []
@@ -928,6 +948,38 @@ def _labels(values: Any, n: int) -> list[str]:
     if len(s) != n:
         raise ValueError(f"{len(s)} group labels for {n} deals")
     return s.fillna(UNASSIGNED_GROUP).replace("", UNASSIGNED_GROUP).tolist()
+
+
+#: points of the shared factor's grid (equal-probability quantiles of its gamma law)
+FACTOR_GRID = 64
+#: batches the simulated periods are split into to measure the percentiles' standard error
+SE_BATCHES = 8
+
+
+def _factor_grid(sigma: float, rng: np.random.Generator, points: int = FACTOR_GRID) -> np.ndarray:
+    """The shared factor (gamma, mean 1, standard deviation ``sigma``) as ``points`` equally
+    likely values: the mid-probability quantiles, rescaled to mean 1 and deviation ``sigma``
+    exactly. Crossing every simulated period with the whole grid integrates the factor instead
+    of sampling it, so the percentiles need only as many periods as without it."""
+    shape = 1.0 / sigma**2
+    sample = rng.gamma(shape, 1.0 / shape, size=200_000)
+    grid = np.quantile(sample, (np.arange(points) + 0.5) / points)
+    grid = 1.0 + (grid - grid.mean()) / grid.std() * sigma
+    return np.clip(grid, 0.0, None)
+
+
+def _mixture_quantile_se(open_sums: np.ndarray, rest: np.ndarray, factors: np.ndarray) -> float:
+    """The largest standard error of P10/P50/P90 of ``open × factor + rest`` over the factor
+    grid: the simulated periods split into batches, the percentiles' spread between batches."""
+    batches = np.array_split(np.arange(open_sums.size), SE_BATCHES)
+    qs = list(PERCENTILES.values())
+    per_batch = np.array(
+        [
+            np.quantile((np.outer(open_sums[b], factors) + rest[b, None]).ravel(), qs)
+            for b in batches
+        ]
+    )
+    return float(per_batch.std(axis=0, ddof=1).max() / math.sqrt(len(batches)))
 
 
 def _quantile_se(draws: np.ndarray, q: float, h: float = 0.025) -> float:
