@@ -39,6 +39,30 @@ def test_the_plain_model_is_registered_only_when_its_brier_is_lower() -> None:
     assert _choose_challenger(worse, "sqo") == "model" and worse.kind == "lightgbm"
 
 
+def test_the_close_challenger_must_also_win_on_what_the_forecast_reads() -> None:
+    """p_win is judged on deals closed by the label date (those that never close are left
+    out); the in-period probability, which the forecast reads, on every deal: the plain model
+    is registered only when it wins on both."""
+    report = _report(0.1700, 0.1610)
+    report.metrics["p_win"] = report.metrics.pop("sqo")
+    report.metrics["p_win_in_period_quarter"] = {
+        "model": {"brier": 0.0284, "n": 300.0},
+        "plain": {"brier": 0.0811, "n": 300.0},
+    }
+    assert _choose_challenger(report, "p_win", also="p_win_in_period_quarter") == "model"
+    assert report.registered == "model" and report.challenger_note is not None
+    assert "but not on p_win_in_period_quarter (Brier 0.0811 against 0.0284)" in (
+        report.challenger_note
+    )
+    report.metrics["p_win_in_period_quarter"]["plain"]["brier"] = 0.0280
+    assert _choose_challenger(report, "p_win", also="p_win_in_period_quarter") == "plain"
+    assert "p_win_in_period_quarter Brier 0.0280 against 0.0284" in report.challenger_note
+    # not measured on the second target: the first decides alone
+    del report.metrics["p_win_in_period_quarter"]
+    fresh = _report(0.1700, 0.1610)
+    assert _choose_challenger(fresh, "sqo", also="p_win_in_period_quarter") == "plain"
+
+
 def test_summary_shows_the_challenger_the_months_and_a_random_split() -> None:
     report = _report(0.1500, 0.1490)
     _choose_challenger(report, "sqo")
