@@ -578,6 +578,17 @@ def estimate_model_uncertainty(
             note=f"the export reaches back {len(past)} comparable past period(s), "
             f"{min_windows} are needed"
         )
+    # a past period says how far the model strayed only if the export holds what was decided
+    # in it: a pipeline of open deals alone (as a forecast request may post) has no closed deal,
+    # and its deals, open today, were by definition not won back then
+    status = opps["status"].astype("string")
+    decided = opps.loc[status.isin(["won", "lost"]).to_numpy(dtype=bool, na_value=False)]
+    past = [w for w in past if in_period(decided["closed_at"], w).any()]
+    if len(past) < min_windows:
+        return ModelUncertainty(
+            note=f"the export records closed deals in {len(past)} comparable past period(s), "
+            f"{min_windows} are needed"
+        )
     days = [w.start + offset for w in past]
     table = opportunity_features.build_training_set(known, dates=days)
     won_ids = opps.loc[

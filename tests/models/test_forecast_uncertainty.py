@@ -248,3 +248,26 @@ def test_model_predictor_counts_the_period_from_the_end_of_the_day() -> None:
     undated = model_predictor(_Undated())(X, pd.Timestamp("2026-07-31"), quarter)
     assert undated.tolist() == [92.0, 92.0]
     assert model_predictor(dated)(X.iloc[:0], pd.Timestamp("2026-08-28"), quarter).size == 0
+
+
+def test_a_pipeline_of_open_deals_alone_gives_no_estimate(small_export: Export) -> None:
+    """Deals open today were not won in past periods: without the closed deals of those periods
+    the export cannot say how far the model strayed (and must not say σ is huge)."""
+    opps = small_export.opportunities
+    assert opps is not None
+    open_now = opps.loc[(opps["status"] == "open").to_numpy(dtype=bool)]
+    pipeline = small_export.replace(opportunities=open_now, stage_history=None, activities=None)
+    quarter = parse_period(QUARTER, small_export.config.fiscal_year_start_month)
+    calls: list[int] = []
+
+    def flat(X: pd.DataFrame, day: pd.Timestamp, period: Period) -> np.ndarray:
+        calls.append(len(X))
+        return np.full(len(X), 0.3)
+
+    u = estimate_model_uncertainty(pipeline, flat, as_of=DAY, period=quarter)
+    assert u.sigma == 0.0 and "closed deals" in u.note and calls == []
+    # the same export with its closed deals does give an estimate
+    full = estimate_model_uncertainty(
+        as_known_at(small_export, DAY), flat, as_of=DAY, period=quarter
+    )
+    assert full.note == "" and len(full.windows) >= 2
