@@ -69,7 +69,7 @@ from models.forecast import (
     won_in_period,
 )
 from models.survival import CumulativeIncidenceCloseModel
-from models.time_to_close import CompetingRisksCloseModel
+from models.time_to_close import CompetingRisksCloseModel, fit_on_time_split
 from training import splits
 
 log = logging.getLogger(__name__)
@@ -305,27 +305,20 @@ def fit_close_model(
     ):
         # as pipecast train: every snapshot up to train_end, open deals included (censored
         # there), calibrated on the snapshots up to calibration_end with outcomes at label_date
-        as_of = table["as_of"]
-        tr = (as_of <= split.train_end).to_numpy(dtype=bool)
-        cr = ((as_of > split.train_end) & (as_of <= split.calibration_end)).to_numpy(dtype=bool)
-        return CompetingRisksCloseModel(
-            categorical=opportunity_features.categorical_columns(X),
+        return fit_on_time_split(
+            X,
+            as_of=table["as_of"],
+            closed_at=lab["closed_at"],
+            won=lab["won"],
+            train_end=split.train_end,
+            calibration_end=split.calibration_end,
+            label_date=split.label_date,
             fiscal_year_start_month=known.config.fiscal_year_start_month,
+            categorical=opportunity_features.categorical_columns(X),
             n_estimators=300,
             learning_rate=0.1,
             max_training_rows=200_000,
             random_state=seed,
-        ).fit(
-            X[tr],
-            as_of=as_of[tr],
-            closed_at=lab["closed_at"][tr],
-            won=lab["won"][tr],
-            censor_at=split.train_end,
-            X_cal=X[cr],
-            as_of_cal=as_of[cr],
-            closed_at_cal=lab["closed_at"][cr],
-            won_cal=lab["won"][cr],
-            censor_at_cal=split.label_date,
         )
     nothing = f"no deal had been won by {label_date.date()}: nothing to learn from"
     if not (known_outcome & (y == 1)).any():

@@ -59,7 +59,7 @@ from models.baselines import (
 from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
 from models.survival import CumulativeIncidenceCloseModel
-from models.time_to_close import CompetingRisksCloseModel
+from models.time_to_close import CompetingRisksCloseModel, fit_on_time_split
 from pipecast.config import Settings
 from training import evaluate, evaluate_time, gates, plots, splits, tracking
 
@@ -443,28 +443,19 @@ def _train_close(
         # slice, deals still open then included (censored at train_end, nothing later is read):
         # closed deals alone over-represent quick closes and miss the quarter-end rush
         assert split is not None
-        as_of_all = table["as_of"]
-        tr = (as_of_all <= split.train_end).to_numpy(dtype=bool)
-        cr = ((as_of_all > split.train_end) & (as_of_all <= split.calibration_end)).to_numpy(
-            dtype=bool
-        )
-        model = CompetingRisksCloseModel(
-            categorical=categorical,
+        model = fit_on_time_split(
+            X,
+            as_of=table["as_of"],
+            closed_at=lab["closed_at"],
+            won=lab["won"],
+            train_end=split.train_end,
+            calibration_end=split.calibration_end,
+            label_date=split.label_date,
             fiscal_year_start_month=export.config.fiscal_year_start_month,
+            categorical=categorical,
             n_estimators=300,
             learning_rate=0.1,
             max_training_rows=200_000,
-        ).fit(
-            X[tr],
-            as_of=as_of_all[tr],
-            closed_at=lab["closed_at"][tr],
-            won=lab["won"][tr],
-            censor_at=split.train_end,
-            X_cal=X[cr],
-            as_of_cal=as_of_all[cr],
-            closed_at_cal=lab["closed_at"][cr],
-            won_cal=lab["won"][cr],
-            censor_at_cal=split.label_date,
         )
         report.kind = CompetingRisksCloseModel.kind
         report.calibration = {

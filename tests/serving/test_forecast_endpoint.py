@@ -89,6 +89,31 @@ def test_forecast_matches_a_direct_computation_and_is_stored(
     assert total == pytest.approx(got["total"]["expected"], rel=1e-9)
 
 
+def test_the_answer_is_what_the_response_schema_sends(
+    client: TestClient, scoring_setup: ScoringSetup
+) -> None:
+    """The answer is sent already encoded: it must be what validating it would have sent."""
+    from serving.forecast_schema import ForecastResponse
+    from tests.serving.test_forecasting import assert_same_json
+
+    body = {
+        "period": PERIOD,
+        "as_of": scoring_setup.as_of,
+        "quota": 1_500_000,
+        "group_by": "owner_id",
+        "compare_to": "2026-05-31",
+    }
+    response = client.post("/forecast", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    got = response.json()
+    assert got["groups"] and got["changes"] is not None and got["deals"]
+    assert_same_json(got, ForecastResponse.model_validate(got).model_dump(mode="json"))
+    # the docs still describe the answer
+    schema = client.get("/openapi.json").json()["paths"]["/forecast"]["post"]["responses"]["200"]
+    assert schema["content"]["application/json"]["schema"]["$ref"].endswith("/ForecastResponse")
+
+
 def test_roll_up_adds_up_to_the_total(client: TestClient, scoring_setup: ScoringSetup) -> None:
     response = client.post(
         "/forecast", json={"period": PERIOD, "as_of": scoring_setup.as_of, "group_by": "owner_id"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -303,6 +305,42 @@ def test_a_later_period_and_a_month(small_export: Export, model: HistoricalClose
     p_month = {d["opportunity_id"]: d["p_win_in_period"] for d in month["deals"]}
     for d in q4["deals"]:
         assert p_month[d["opportunity_id"]] <= d["p_win_in_period"] + 1e-12
+
+
+def assert_same_json(got: Any, want: Any, path: str = "$") -> None:
+    """Equal as JSON documents, type for type (3 is not 3.0) and key order for key order."""
+    assert type(got) is type(want), f"{path}: {type(got).__name__} vs {type(want).__name__}"
+    if isinstance(want, dict):
+        assert list(got) == list(want), f"{path}: keys {list(got)} vs {list(want)}"
+        for key in want:
+            assert_same_json(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), f"{path}: {len(got)} items vs {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same_json(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, f"{path}: {got!r} vs {want!r}"
+
+
+@pytest.mark.parametrize("options", ["full", "bare"])
+def test_the_document_is_already_the_validated_response(
+    result: Any, small_export: Export, model: HistoricalCloseModel, options: str
+) -> None:
+    """POST /forecast sends the document as it is: it must be what validation would send."""
+    if options == "full":  # roll-up, changes, quota, CRM categories
+        response = result.response
+        assert response["groups"] and response["changes"] and response["categories"]["crm"]
+    else:
+        response = forecast_export(
+            small_export.replace(stage_history=None),
+            model,
+            model_version="7",
+            period=PERIOD,
+            as_of=AS_OF,
+        ).response
+        assert response["quota"] is None and response["changes"] is None
+    document = jsonable(response)
+    assert_same_json(document, ForecastResponse.model_validate(document).model_dump(mode="json"))
 
 
 def test_the_table_draws_every_section(result, small_export: Export, model) -> None:  # type: ignore[no-untyped-def]
