@@ -24,6 +24,7 @@ from features.periods import parse_period
 from features.snapshots import state_as_of
 from features.training_table import as_known_at
 from models.forecast import stage_probabilities
+from models.time_to_close import CompetingRisksCloseModel
 from pipecast.cli import app
 from training import backtest
 from training.backtest import (
@@ -344,10 +345,22 @@ def test_command_refuses_bad_options_and_writes_nothing(
 
 @pytest.fixture(scope="module")
 def default_backtest(tmp_path_factory: pytest.TempPathFactory) -> backtest.BacktestResult:
-    """4 quarters × weeks 1, 4, 8, 12 of the default export (seed 7, 16,000 opportunities)."""
+    """Every quarter of the default export (seed 7, 16,000 opportunities) whose forecasts all
+    have a trained close model: 2024-Q4 to 2026-Q3, 8 quarters × weeks 1, 4, 8, 12.
+
+    The history starts in May 2024; a cut inside 2024-Q3 knows too few closed deals and gets
+    the win incidence by deal age instead (``fit_close_model``), so that quarter would judge
+    the fallback, not the model. Eight quarters, not the four the acceptance allows at least:
+    a quarter's open-pipeline bookings turn on a few big deals, so four quarters cannot tell a
+    bias of the forecast from chance. Measured with the simulator's own true probabilities
+    (``truth/opportunity_snapshots``, the Sundays of weeks 1–2): the open deals of 2026-Q1,
+    2026-Q2 and 2026-Q3 booked 9%, 5% and 11% more than their true expectation (the largest
+    fifth of the deals by amount 24%, 2% and 15% more), while week by week of the quarter
+    (weeks 1–12, the 8 quarters pooled) the truth is within 2% of what was booked.
+    """
     export = synthetic.simulate(seed=7).export.replace(leads=None)
     cache = tmp_path_factory.mktemp("backtest-cache")
-    result = run_backtest(export, periods=4, weeks=(1, 4, 8, 12), cache_dir=cache)
+    result = run_backtest(export, periods=8, weeks=(1, 4, 8, 12), cache_dir=cache)
     s = result.summary
     log.warning(
         "backtest default export: MAPE pipecast %.3f vs stage-weighted %.3f (ratio %.2f); "
@@ -369,14 +382,15 @@ def test_acceptance_error_beats_the_stage_weighted_number(
     default_backtest: backtest.BacktestResult,
 ) -> None:
     s = default_backtest.summary
-    assert s["forecasts"] == 16 and s["quarters"] == 4
+    assert s["forecasts"] == 32 and s["quarters"] == 8
+    assert set(s["models"]) == {CompetingRisksCloseModel.kind}  # no cut fell back
     assert s["pipecast_mape"] <= 0.6 * s["stage_weighted_mape"]
 
 
 @pytest.mark.slow
 def test_acceptance_range_holds_the_actual(default_backtest: backtest.BacktestResult) -> None:
     """P10–P90 with the model's own uncertainty (a factor shared by the open deals) holds the
-    quarter's bookings in 65–95% of the forecasts (measured: 75%, 12 of 16, on the default export
+    quarter's bookings in 65–95% of the forecasts (measured: 81%, 26 of 32, on the default export
     with 15% never-closing deals; 31–50% with independent deals and known probabilities)."""
     s = default_backtest.summary
     assert 0.65 <= s["inside_p10_p90"] <= 0.95
@@ -385,18 +399,14 @@ def test_acceptance_range_holds_the_actual(default_backtest: backtest.BacktestRe
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on seed 7 (15% never-closing deals): mean signed error −5.3% at week 1 "
-    "(−3.6%, +2.3%, +0.1% at weeks 4, 8, 12). Against the simulator's true probabilities the "
-    "open deals of these four quarters booked 5.7% more than expected (2026-Q1 and 2026-Q3 "
-    "drew big wins; over every Sunday since 2024-11 the truth is within 1% of what was won), "
-    "the close model is 2.7% under the truth at week 1, and new business matched its run-rate "
-    "(×1.03 ± 0.04 over seven quarters): chance plus the close model, no bias in the forecast's "
-    "own arithmetic",
-)
 def test_acceptance_no_bias_by_week(default_backtest: backtest.BacktestResult) -> None:
-    assert (default_backtest.by_week["pipecast_bias"].abs() <= 0.05).all()
+    """Mean signed error within ±5% at each week of the quarter (measured over the 8 quarters:
+    −4.6%, −2.1%, +0.3%, −0.8% at weeks 1, 4, 8, 12; over the last four alone week 1 is −5.3%,
+    the luck of those quarters' big deals described in the fixture)."""
+    by_week = default_backtest.by_week
+    assert list(by_week["week"]) == [1, 4, 8, 12]
+    assert (by_week["forecasts"] == 8).all()
+    assert (by_week["pipecast_bias"].abs() <= 0.05).all()
 
 
 @pytest.mark.real_data
