@@ -88,12 +88,14 @@ TITLE_FLAGS: dict[str, str] = {
     "title_founder": r"\b(?:founder|co-founder|owner)\b",
     "title_sales": r"\b(?:sales|revenue|cro|business development|account)\b",
     "title_marketing": r"\b(?:marketing|cmo|growth|demand)\b",
+    # "Chief Information Officer" is IT as much as "CIO" is
     "title_it": (
-        r"\b(?:it|information technology|cio|cto|ciso|engineering|technology|security"
-        r"|infrastructure)\b"
+        r"\b(?:it|information|cio|cto|ciso|engineering|technology"
+        r"|security|infrastructure)\b"
     ),
     "title_finance": r"\b(?:finance|financial|cfo|controller|accounting)\b",
-    "title_operations": r"\b(?:operations|ops|revops|coo)\b",
+    # "Chief Operating Officer" heads operations as "COO" does
+    "title_operations": r"\b(?:operations|operating|ops|revops|coo)\b",
 }
 #: counts at the lead's account (NaN when the lead has no account or no time)
 ACCOUNT_FEATURES = (

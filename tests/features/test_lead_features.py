@@ -99,6 +99,25 @@ def test_title_flags_and_no_post_list_columns() -> None:
     assert set(lead.categorical_columns(table)) == {"source", "signal_type", "industry", "sdr_id"}
 
 
+def test_spelled_out_chief_titles_name_their_function() -> None:
+    flags = lead._title_flags(
+        pd.Series(
+            [
+                "Chief Information Officer",
+                "Chief Operating Officer",
+                "Operations Manager",
+                "Chief Marketing Officer",
+                "Digital Marketing Specialist",
+            ],
+            dtype="string",
+        )
+    )
+    assert flags["title_it"].tolist() == [1, 0, 0, 0, 0]
+    assert flags["title_operations"].tolist() == [0, 1, 1, 0, 0]
+    assert flags["title_chief"].tolist() == [1, 1, 0, 1, 0]
+    assert flags["title_marketing"].tolist() == [0, 0, 0, 1, 1]
+
+
 def test_last_contacted_only_at_the_export_date() -> None:
     assert (
         "days_since_last_contacted" not in lead.build(account_export(), as_of="2026-03-15").columns

@@ -91,3 +91,89 @@ def test_reasons_from_the_scoring_matrix_equal_reasons_encoded_again(
     reused = lead_reasons(model, listed, tables=tables, exact=exact, encoded=matrix)
     pd.testing.assert_series_equal(again, reused)
     assert (reused != "").all()
+
+
+def _split_features(tree: dict) -> set[int]:
+    """The feature indices a LightGBM tree (``dump_model`` form) splits on."""
+    found: set[int] = set()
+    stack = [tree["tree_structure"]]
+    while stack:
+        node = stack.pop()
+        if "split_feature" in node:
+            found.add(int(node["split_feature"]))
+            stack.extend((node["left_child"], node["right_child"]))
+    return found
+
+
+@pytest.mark.parametrize("additive", [True, False])
+def test_each_tree_splits_on_one_feature_unless_told_otherwise(
+    table: tuple[pd.DataFrame, np.ndarray], additive: bool
+) -> None:
+    X, y = table
+    model = SQOLikelihoodModel(
+        categorical=lead.categorical_columns(X),
+        additive=additive,
+        num_leaves=7,
+        n_estimators=60,
+        learning_rate=0.1,
+        min_child_samples=20,
+        calibration="none",
+    ).fit(X, y)
+    trees = model.clf_.booster_.dump_model()["tree_info"]
+    widths = [len(_split_features(t)) for t in trees]
+    assert max(widths) >= 1  # the model learned something
+    if additive:
+        assert max(widths) == 1
+    else:
+        assert max(widths) > 1  # free trees do combine features on the same table
+
+
+def test_the_additive_models_log_odds_are_a_sum_of_one_curve_per_feature(
+    table: tuple[pd.DataFrame, np.ndarray],
+) -> None:
+    """Changing one feature moves a lead's log-odds by the same amount whatever the others."""
+    X, y = table
+    model = SQOLikelihoodModel(
+        categorical=lead.categorical_columns(X),
+        n_estimators=80,
+        learning_rate=0.1,
+        min_child_samples=20,
+        calibration="none",
+    ).fit(X, y)
+    booster, n_iter = model.clf_.booster_, model.clf_.n_iter_
+    top = model.feature_importances_.index[:2].tolist()
+    a, b = top
+    rows = X.head(200).reset_index(drop=True)
+
+    def margin(frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(
+            booster.predict(model.encode(frame), num_iteration=n_iter, raw_score=True)
+        )
+
+    a_values = X[a].dropna().unique()
+    b_values = X[b].dropna().unique()
+    moved_a = rows.assign(**{a: a_values[0]})
+    moved_a2 = rows.assign(**{a: a_values[-1]})
+    effect_a = margin(moved_a2) - margin(moved_a)
+    # the same change of a on leads whose b is set to another value
+    effect_a_other_b = margin(moved_a2.assign(**{b: b_values[-1]})) - margin(
+        moved_a.assign(**{b: b_values[-1]})
+    )
+    assert np.ptp(effect_a) < 1e-9  # the same for every lead
+    np.testing.assert_allclose(effect_a, effect_a_other_b, rtol=0, atol=1e-9)
+
+
+def test_a_champion_saved_before_the_additive_option_loads_as_it_was_grown() -> None:
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    y = (X["a"] + rng.normal(size=400) > 0).astype(int).to_numpy()
+    model = SQOLikelihoodModel(additive=False, n_estimators=20, min_child_samples=20).fit(X, y)
+    state = dict(model.__dict__)
+    del state["additive"]  # as pickled before the option existed
+    old = SQOLikelihoodModel.__new__(SQOLikelihoodModel)
+    old.__setstate__(state)
+    assert old.get_params()["additive"] is False
+    again = pickle.loads(pickle.dumps(old))
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X))

@@ -18,8 +18,14 @@ def model(small_export: Export) -> SQOLikelihoodModel:
     lab = labels.lead_labels(small_export)
     decided = lab["decided"].reindex(X.index).to_numpy(dtype=bool, na_value=False)
     y = lab.loc[X.index[decided], "is_sqo"].to_numpy(dtype=int)
+    # trees over several features, so that the lead's score moves with its history between
+    # the two days (the additive default can put both days' values in the same step)
     return SQOLikelihoodModel(
-        categorical=lead.categorical_columns(X), n_estimators=60, min_child_samples=50
+        categorical=lead.categorical_columns(X),
+        additive=False,
+        num_leaves=7,
+        n_estimators=60,
+        min_child_samples=50,
     ).fit(X.loc[decided].drop(columns=["as_of"]), y)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from features import labels, lead, synthetic
 from features.snapshots import cut_export
+from models.calibration import expected_calibration_error
 from models.sqo_likelihood import SQOLikelihoodModel
 from serving.lead_list import ListRules
 from serving.scoring import score_lead_list
@@ -29,7 +30,15 @@ def held_back() -> pd.DataFrame:
     known = cut_export(export, TRAIN_UNTIL)
     table = lead.build_training_set(known)
     lab = labels.lead_labels(known)
-    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False)
+    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False).copy()
+    # as training selects its rows: leads whose whole SQO window has passed (an early SQO is
+    # decided sooner, and keeping those alone from the last window would over-count SQOs in
+    # the calibration slice), never a do-not-contact lead
+    window = pd.Timedelta(days=known.config.sqo_window_days)
+    decided &= (table["as_of"] + window <= TRAIN_UNTIL).to_numpy(dtype=bool, na_value=False)
+    assert known.leads is not None
+    dnc = known.leads.set_index(known.leads["lead_id"].astype("string"))["do_not_contact"]
+    decided &= ~dnc.reindex(table.index).fillna(False).to_numpy(dtype=bool)
     X = table.loc[decided].drop(columns=["as_of"]).reset_index(drop=True)
     y = lab.loc[table.index[decided], "is_sqo"].to_numpy(dtype=int)
     # early-stop and calibrate on the latest fifth, as training does
@@ -77,22 +86,37 @@ def test_the_top_of_the_list_ranks_near_the_simulators_own_ranking(
     held_back: pd.DataFrame,
 ) -> None:
     realised, expected, oracle = _top_share(held_back)
-    assert expected >= 0.9 * oracle
+    # measured 95.4% of the truth's ceiling (94.8-97.0% on seven other seeds; 94.0% when
+    # trees combined features)
+    assert expected >= 0.945 * oracle
     assert realised >= 0.55
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 59.9% of the "
-    "SQOs (expected by the simulator's truth 58.6%); ranking by the truth itself would hold "
-    "62.5% expected, 61.0% realised, so 60% sits at this simulator's ceiling and a few SQOs "
-    "decide it (61.0% when every deal closes; 57.1% on the full-size "
-    "default export, expected 59.5% against a ceiling of 62.3%)",
+    reason="measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 58.4% of the "
+    "SQOs, where the simulator's truth expects it to hold 59.6%; ranking by the truth itself "
+    "would hold 62.5% expected, 61.0% realised, and by the truth without its per-lead noise "
+    "(the most any model of these columns can know) 61.6% expected. 60% realised sits at this "
+    "simulator's ceiling and a few SQOs decide it: the same recipe realises 62.4%, 60.2% and "
+    "61.8% on seeds 11, 13 and 21 (expected 60.5%, 58.5%, 59.3%), and 57.9% on the full-size "
+    "default export (expected 60.5% against a ceiling of 62.3%)",
 )
 def test_the_top_of_the_list_holds_most_of_its_sqos(held_back: pd.DataFrame) -> None:
     realised, _, _ = _top_share(held_back)
     assert realised >= 0.60
+
+
+@pytest.mark.slow
+def test_the_lists_scores_add_up_to_the_sqos_it_will_hold(held_back: pd.DataFrame) -> None:
+    """What a manager plans on: the sum of the scores is the list's expected SQOs (within 10%
+    of the simulator's own expectation), and each score band converts at about its score."""
+    planned = held_back["sqo_probability"].sum()
+    assert abs(planned / held_back["p_true"].sum() - 1.0) <= 0.10
+    assert abs(planned / held_back["sqo"].sum() - 1.0) <= 0.15
+    p = held_back["sqo_probability"].to_numpy(dtype=float)
+    assert expected_calibration_error(held_back["sqo"].to_numpy(dtype=int), p) <= 0.02
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ the earliest leads train the model, the next early-stop and calibrate it, the la
 it). The baseline is the historical rate by
 source × signal fitted on the training and calibration leads. The campaigns drift heavily over the 2.5 years
 (the subscription rate of the last months is several times the first months'), so no model
-fitted on the past is well calibrated on the last slice; what the data does show is that the
-model ranks far better than the baseline (AUC, top-decile lift) without being worse on Brier.
-The figures are logged (``-o log_cli=true`` shows them).
+fitted on the past is well calibrated on the last slice; the model should at least rank as well
+as the baseline without being worse on Brier, which it does not yet do (the strict xfail below
+says why). The figures are logged (``-o log_cli=true`` shows them).
 
 The Maven CRM import has deals only, no leads: its test says so and skips.
 """
@@ -78,6 +78,10 @@ def bank_figures(real_data_dir: Path) -> dict[str, Any]:
     model = SQOLikelihoodModel(categorical=lead.categorical_columns(X)).fit(
         X, y, X_cal=Xc, y_cal=yc
     )
+    # trees that combine features: their reasons depend on where a lead sits in the others
+    combining = SQOLikelihoodModel(
+        categorical=lead.categorical_columns(X), additive=False, num_leaves=7
+    ).fit(X, y, X_cal=Xc, y_cal=yc)
     baseline = HistoricalLeadModel().fit(pd.concat([X, Xc], ignore_index=True), [*y, *yc])
     got = summarize(yt, model.predict_proba(Xt)[:, 1])
     base = summarize(yt, baseline.predict_proba(Xt)[:, 1])
@@ -98,6 +102,7 @@ def bank_figures(real_data_dir: Path) -> dict[str, Any]:
         "export": export,
         "split": split,
         "model": model,
+        "combining": combining,
         "got": got,
         "base": base,
     }
@@ -124,11 +129,16 @@ def test_bank_marketing_leads_are_judged_out_of_time_without_duration(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "measured: on the date-ordered bank split the SQO model early-stops after a few trees "
-        "whose splits (economic indicators, contact channel) put every later lead in the same "
-        "leaf: AUC 0.52, Brier 0.231 against the source x signal baseline's AUC 0.63, Brier "
-        "0.217. A training fix (drop the calendar-bound indicators, or fall back to the "
-        "baseline when the model does not beat it) turns this test green."
+        "measured: on the date-ordered bank split the SQO model scores the latest slice with "
+        "two values (AUC 0.52, Brier 0.231 against the source x signal baseline's AUC 0.63, "
+        "Brier 0.217): the earliest slice is the first campaign, where no client had been "
+        "contacted before, so the prior campaign's outcome (the baseline's signal) never "
+        "varies in the training rows and the similar-lead rates span 1.8-2.9%; the model "
+        "splits on the contact channel alone. Leaving out the calendar-bound economic "
+        "indicators gives AUC 0.556, Brier 0.220, still short of the baseline. A training "
+        "fix (learn from the calibration slice too, start the model from the similar-lead "
+        "rate, or fall back to the baseline when the model does not beat it) turns this "
+        "test green."
     ),
 )
 def test_bank_marketing_model_is_not_worse_than_the_baseline(
@@ -143,24 +153,34 @@ def test_bank_marketing_reason_tables_agree_with_exact_reasons(
     bank_figures: dict[str, Any],
 ) -> None:
     """Tables fitted on part of a list (as scoring fits them) explain the rest of it as exact
-    TreeSHAP does; tables fitted on the training leads do not, on a list that has drifted."""
-    model, split = bank_figures["model"], bank_figures["split"]
+    TreeSHAP does. With trees that combine features, tables fitted on the training leads do
+    not, on a list that has drifted; the served model's trees each split on one feature, so a
+    feature's contribution does not depend on the others and any tables covering its values
+    are exact."""
+    split = bank_figures["split"]
     latest = split["test"][0]
     half = len(latest) // 2
-    tables = fit_reason_tables(model, latest.iloc[:half])
-    assert tables is not None
-    agreement = top_reason_agreement(model, latest.iloc[half:], tables)
-    from_training = fit_reason_tables(model, split["train"][0])
-    assert from_training is not None
-    stale = top_reason_agreement(model, latest.iloc[half:], from_training)
-    log.warning(
-        "bank leads: top reason of the tables = exact TreeSHAP's on %.1f%% (tables fitted on "
-        "the list), %.1f%% (tables fitted on the training leads)",
-        100 * agreement,
-        100 * stale,
-    )
+    found = {}
+    for name in ("model", "combining"):
+        model = bank_figures[name]
+        tables = fit_reason_tables(model, latest.iloc[:half])
+        from_training = fit_reason_tables(model, split["train"][0])
+        assert tables is not None and from_training is not None
+        found[name] = (
+            top_reason_agreement(model, latest.iloc[half:], tables),
+            top_reason_agreement(model, latest.iloc[half:], from_training),
+        )
+        log.warning(
+            "bank leads (%s): top reason of the tables = exact TreeSHAP's on %.1f%% (tables "
+            "fitted on the list), %.1f%% (tables fitted on the training leads)",
+            name,
+            100 * found[name][0],
+            100 * found[name][1],
+        )
+    agreement, stale = found["combining"]
     assert agreement >= 0.9
     assert agreement > stale
+    assert min(found["model"]) >= 0.99
 
 
 def test_maven_crm_has_no_leads_to_score(real_data_dir: Path) -> None:
