@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from features.contract import ContractError
 from features.errors import InputError
@@ -183,6 +186,26 @@ class RequestContext:
                 elapsed_ms,
                 extra=fields,
             )
+
+
+class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with ``TCP_NODELAY`` on every connection (``pipecast serve``).
+
+    With ``--workers N`` uvicorn binds the listening socket itself, without naming TCP as its
+    protocol, and asyncio then leaves Nagle's algorithm on for the connections it accepts: an
+    answer written as head then body waits for the client's delayed acknowledgement of the
+    head, about 40 ms on every request of a kept-alive connection (measured: ``/health`` 44 ms
+    at p50 with two workers against 0.6 ms with one). A small answer must leave at once.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # a connection already reset by the client: nothing to speed up
+                log.debug("TCP_NODELAY not set on a closing connection", exc_info=True)
+        super().connection_made(transport)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

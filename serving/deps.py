@@ -1,4 +1,10 @@
-"""Dependencies shared by the routers, as ``Annotated`` aliases that tests can override."""
+"""Dependencies shared by the routers, as ``Annotated`` aliases that tests can override.
+
+They are ``async``: none of them waits on anything once the app is up, and FastAPI runs a plain
+``def`` dependency in a worker thread, one hand-over per dependency and request. On a busy
+machine each hand-over waits for the scheduler: a one-lead request made five of them for its
+dependencies alone.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,14 @@ from fastapi.security import (
     HTTPBasicCredentials,
     HTTPBearer,
 )
+from starlette.concurrency import run_in_threadpool
 
 from pipecast.config import Settings
 from serving.champions import ChampionHolder
 from serving.store import Store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -28,17 +35,20 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_store(request: Request, settings: SettingsDep) -> Store:
+async def get_store(request: Request, settings: SettingsDep) -> Store:
     """The prediction store, its schema current (503 naming the store when it cannot be used)."""
     store: Store = request.app.state.store
-    store.ensure_schema(migrate=settings.migrate_on_start)
+    if not store.ready:
+        # the first use (or the store was down at start-up): migrating or checking the schema
+        # talks to the database, which must not hold up the event loop
+        await run_in_threadpool(store.ensure_schema, migrate=settings.migrate_on_start)
     return store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_champions(request: Request) -> ChampionHolder:
+async def get_champions(request: Request) -> ChampionHolder:
     """The models in service."""
     holder: ChampionHolder = request.app.state.champions
     return holder
@@ -47,7 +57,7 @@ def get_champions(request: Request) -> ChampionHolder:
 ChampionsDep = Annotated[ChampionHolder, Depends(get_champions)]
 
 
-def get_request_id(request: Request) -> str | None:
+async def get_request_id(request: Request) -> str | None:
     """The id of this request (``X-Request-ID``, or one made up), stored with its predictions."""
     value = getattr(request.state, "request_id", None)
     return str(value) if value is not None else None
@@ -70,7 +80,7 @@ def _is_valid_key(given: str, keys: list[str]) -> bool:
     return any(matches)
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -99,7 +109,7 @@ _basic = HTTPBasic(
 )
 
 
-def require_page_key(
+async def require_page_key(
     request: Request,
     settings: SettingsDep,
     basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],

@@ -366,6 +366,11 @@ class Store:
         self._ready = revision == "head"
         return self.revision()
 
+    @property
+    def ready(self) -> bool:
+        """Whether this process has found (or made) the schema current already."""
+        return self._ready
+
     def ensure_schema(self, *, migrate: bool) -> None:
         """Make sure the schema is current before first use (once per process).
 

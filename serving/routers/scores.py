@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from serving import service
 from serving.deps import ChampionsDep, RequestIdDep, SettingsDep, StoreDep
@@ -42,14 +42,14 @@ def score_opportunities(
     return ScoreOpportunitiesOut.model_validate(result)
 
 
-@router.post("/score/leads")
+@router.post("/score/leads", response_model=ScoreLeadsOut)
 def score_leads(
     body: ScoreLeadsIn,
     settings: SettingsDep,
     store: StoreDep,
     champions: ChampionsDep,
     request_id: RequestIdDep,
-) -> ScoreLeadsOut:
+) -> Response:
     """A lead list ranked by SQO likelihood, best first."""
     result = service.score_lead_list(
         settings,
@@ -60,7 +60,10 @@ def score_leads(
         as_of=body.as_of.isoformat() if body.as_of else None,
         request_id=request_id,
     )
-    return ScoreLeadsOut.model_validate(result)
+    # validated once and written as JSON here: a model handed back to FastAPI is validated
+    # again, in a second hop to a worker thread (the schema is still ScoreLeadsOut's)
+    content = ScoreLeadsOut.model_validate(result).model_dump_json()
+    return Response(content=content, media_type="application/json")
 
 
 @router.post(

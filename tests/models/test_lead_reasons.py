@@ -169,3 +169,25 @@ def test_reason_codes_name_each_distinct_text_once(
     # one lead at a time (no repeated values to share) gives each lead the same text
     for i in range(0, 400, 37):
         assert lead_reasons(sqo_model, X.iloc[[i]]).iloc[0] == expected.iloc[i]
+
+
+def test_a_few_leads_are_phrased_as_a_whole_list_phrases_them(
+    small_export: Export, sqo_model: SQOLikelihoodModel
+) -> None:
+    # a request's handful of leads is phrased from plain arrays, a list's distinct values
+    # from its frame: every lead must read the same either way, odd cells included
+    assert small_export.leads is not None
+    X = lead.build(small_export, as_of=small_export.exported_at, leads=small_export.leads.head(300))
+    rng = np.random.default_rng(5)
+    X = X.copy()
+    for name in X.columns:
+        blank = rng.random(len(X)) < 0.15
+        if isinstance(X[name].dtype, pd.StringDtype):
+            odd = rng.random(len(X)) < 0.1
+            X[name] = X[name].mask(odd, " Brand_New Value ").mask(blank, pd.NA)
+        else:
+            X[name] = X[name].mask(blank, np.nan)
+    whole = lead_reasons(sqo_model, X).tolist()
+    assert len(set(whole)) > 50 and "" not in whole
+    few = [t for i in range(0, 300, 3) for t in lead_reasons(sqo_model, X.iloc[i : i + 3])]
+    assert few == whole

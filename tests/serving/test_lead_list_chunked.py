@@ -3,7 +3,10 @@ refusals with the file's own line numbers, and reasons from contribution tables.
 
 from __future__ import annotations
 
+import pickle
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,9 +14,11 @@ import pytest
 
 from features import labels, lead
 from features.contract import ContractError
+from features.errors import InputError
 from features.io import Export, write_table
 from models.explain import fit_reason_tables, lead_reasons, top_reason_agreement
 from models.sqo_likelihood import SQOLikelihoodModel
+from serving import scoring
 from serving.lead_list import ListRules
 from serving.scoring import scan_lead_file, score_lead_list, score_scanned_list
 
@@ -56,6 +61,8 @@ def _chunked(
     history: Export | None,
     chunk_rows: int = 200,
     exact_top: int | None = 50,
+    workers: int | None = None,
+    peaks: list[float] | None = None,
 ) -> dict:
     folder = tmp / "spool"
     folder.mkdir(exist_ok=True)
@@ -69,6 +76,8 @@ def _chunked(
         history=history,
         rules=rules,
         exact_top=exact_top,
+        workers=workers,
+        worker_peaks=peaks,
     )
 
 
@@ -195,3 +204,165 @@ def test_a_list_with_outcomes_reads_the_whole_list_for_its_rates(
     write_table(whole, tmp_path / "whole.csv")
     _chunked(model, src, tmp_path / "chunked.csv", tmp_path, rules=ListRules(), history=None)
     assert (tmp_path / "chunked.csv").read_text() == (tmp_path / "whole.csv").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_history", [False, True])
+def test_worker_processes_write_the_same_file(
+    trained: tuple[SQOLikelihoodModel, pd.DataFrame],
+    listed: pd.DataFrame,
+    small_export: Export,
+    tmp_path: Path,
+    with_history: bool,
+) -> None:
+    """Two worker processes scoring the chunks give the file this process gives, byte for byte."""
+    model, _ = trained
+    history = small_export if with_history else None
+    src = tmp_path / "list.csv"
+    write_table(listed, src)
+    rules = ListRules(max_per_account=2, top=900, recontact_days=30)
+    here = _chunked(model, src, tmp_path / "here.csv", tmp_path, rules=rules, history=history)
+    peaks: list[float] = []
+    pooled = _chunked(
+        model,
+        src,
+        tmp_path / "pooled.csv",
+        tmp_path,
+        rules=rules,
+        history=history,
+        workers=2,
+        peaks=peaks,
+    )
+    assert (tmp_path / "pooled.csv").read_bytes() == (tmp_path / "here.csv").read_bytes()
+    assert pooled == here
+    assert len(peaks) == 2 and all(p > 0 for p in peaks)  # each worker's peak memory, in MB
+    assert not list((tmp_path / "spool").iterdir())
+    # a Parquet output from the workers holds the same rows too
+    _chunked(
+        model, src, tmp_path / "pooled.parquet", tmp_path, rules=rules, history=history, workers=2
+    )
+    a = pd.read_csv(tmp_path / "here.csv", dtype=str, keep_default_na=False)
+    b = pd.read_parquet(tmp_path / "pooled.parquet")
+    assert a["lead_id"].tolist() == b["lead_id"].astype(str).tolist()
+
+
+class _Unpicklable(SQOLikelihoodModel):
+    """A model that cannot be handed to another process (as a champion of a kind defined in
+    a notebook may be)."""
+
+    def __reduce__(self) -> Any:
+        raise pickle.PicklingError("not this one")
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_reach_the_workers_is_scored_here(
+    trained: tuple[SQOLikelihoodModel, pd.DataFrame], listed: pd.DataFrame, tmp_path: Path
+) -> None:
+    model, _ = trained
+    src = tmp_path / "list.csv"
+    write_table(listed, src)
+    here = _chunked(model, src, tmp_path / "here.csv", tmp_path, rules=ListRules(), history=None)
+    odd = _Unpicklable(categorical=model.categorical)
+    odd.__dict__.update(model.__dict__)
+    got = _chunked(
+        odd, src, tmp_path / "odd.csv", tmp_path, rules=ListRules(), history=None, workers=2
+    )
+    assert got == here
+    assert (tmp_path / "odd.csv").read_bytes() == (tmp_path / "here.csv").read_bytes()
+
+
+class _FailingOnLateLeads(SQOLikelihoodModel):
+    """A model whose encoding refuses a lead of the sixth chunk, as a user mistake."""
+
+    def encode(self, X: pd.DataFrame) -> np.ndarray:
+        if "L-BROKEN" in set(X.index.astype(str)):
+            raise InputError("lead L-BROKEN: industry 'n/a' is not one the model knows")
+        return super().encode(X)
+
+
+@pytest.mark.slow
+def test_a_failure_in_a_worker_is_the_same_clear_error_and_nothing_is_written(
+    trained: tuple[SQOLikelihoodModel, pd.DataFrame], listed: pd.DataFrame, tmp_path: Path
+) -> None:
+    model, _ = trained
+    broken = listed.copy()
+    broken.loc[1100, "lead_id"] = "L-BROKEN"
+    src = tmp_path / "list.csv"
+    write_table(broken, src)
+    failing = _FailingOnLateLeads(categorical=model.categorical)
+    failing.__dict__.update(model.__dict__)
+    out = tmp_path / "out.csv"
+    for workers in (0, 2):
+        with pytest.raises(InputError) as caught:
+            _chunked(failing, src, out, tmp_path, rules=ListRules(), history=None, workers=workers)
+        assert str(caught.value) == "lead L-BROKEN: industry 'n/a' is not one the model knows"
+        assert not out.exists()
+        assert not [f for f in tmp_path.iterdir() if f.name.startswith(".out.csv")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["scoring", "explaining", "writing"])
+def test_ctrl_c_with_workers_leaves_no_output_and_no_work_running(
+    trained: tuple[SQOLikelihoodModel, pd.DataFrame],
+    listed: pd.DataFrame,
+    tmp_path: Path,
+    step: str,
+) -> None:
+    """Ctrl-C (here raised by the progress report) stops the list: no output file, and once it
+    is raised no worker writes to the spool any more (the caller removes it)."""
+    model, _ = trained
+    src = tmp_path / "list.csv"
+    write_table(listed, src)
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    scan = scan_lead_file(src, folder, chunk_rows=200)
+    out = tmp_path / "out.csv"
+
+    def interrupt(name: str, done: int, total: int | None) -> None:
+        if name == step and done >= 600:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_scanned_list(
+            model, scan, out, model_version="7", as_of=DAY, workers=2, progress=interrupt
+        )
+    assert not out.exists()
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".out.csv")]
+    left = sorted(f.name for f in folder.iterdir())
+    time.sleep(1.0)
+    assert sorted(f.name for f in folder.iterdir()) == left
+
+
+@pytest.mark.slow
+def test_workers_are_used_for_a_long_list_only_when_a_core_is_free(
+    trained: tuple[SQOLikelihoodModel, pd.DataFrame],
+    listed: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left to choose, a list past the size for workers gets two on an idle machine and none
+    on one whose cores are busy (the load average at or above their number); the file is the
+    same."""
+    model, _ = trained
+    monkeypatch.setattr(scoring, "POOL_MIN_ROWS", 1000)
+    monkeypatch.setattr(scoring.os, "sched_getaffinity", lambda pid: {0, 1})
+    texts = []
+    for load, workers in ((0.4, 2), (2.0, 0), (0.9, 0)):
+        monkeypatch.setattr(scoring.os, "getloadavg", lambda load=load: (load, load, load))
+        rows = 800 if load == 0.9 else len(listed)  # a short list: never workers
+        short = tmp_path / f"list-{rows}.csv"
+        write_table(listed.head(rows), short)
+        peaks: list[float] = []
+        _chunked(
+            model,
+            short,
+            tmp_path / f"out-{load}.csv",
+            tmp_path,
+            rules=ListRules(),
+            history=None,
+            peaks=peaks,
+        )
+        assert len(peaks) == workers
+        if rows == len(listed):
+            texts.append((tmp_path / f"out-{load}.csv").read_bytes())
+    assert texts[0] == texts[1]

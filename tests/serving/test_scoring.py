@@ -109,3 +109,48 @@ def test_a_calendar_aware_model_scores_from_the_scoring_day(small_export) -> Non
     # a period already over gives 0, whatever the model
     _, over = close_probabilities(model, feats, as_of=day, start_days=-90, end_days=-1)
     assert not over.any()
+
+
+def test_a_listed_leads_own_columns_follow_it_whatever_the_rules_do(small_export) -> None:
+    from features import labels, lead
+    from models.sqo_likelihood import SQOLikelihoodModel
+    from serving.lead_list import ListRules
+    from serving.scoring import LEAD_COLUMNS, score_lead_list
+
+    X = lead.build_training_set(small_export)
+    lab = labels.lead_labels(small_export)
+    decided = lab["decided"].reindex(X.index).to_numpy(dtype=bool, na_value=False)
+    y = lab.loc[X.index[decided], "is_sqo"].to_numpy(dtype=int)
+    model = SQOLikelihoodModel(
+        categorical=lead.categorical_columns(X), n_estimators=40, min_child_samples=50
+    ).fit(X.loc[decided].drop(columns=["as_of"]), y)
+    listed = small_export.leads.tail(40).drop(columns=["sqo_at", "meeting_at"])
+    listed = listed.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    ids = listed["lead_id"].astype("string")
+    # the list's own columns: one named as an output column, one of its own per lead
+    listed["tier"] = pd.array("own-" + ids, dtype="string")
+    listed["note"] = pd.array("note-" + ids, dtype="string")
+    rules = ListRules(max_per_account=1, top=8)
+    day = small_export.exported_at
+    out, _ = score_lead_list(model, listed, model_version="7", as_of=day, rules=rules)
+    own = [c if c not in LEAD_COLUMNS else f"list_{c}" for c in listed.columns if c != "lead_id"]
+    assert list(out.columns) == [*LEAD_COLUMNS, *own]
+    assert sorted(out["lead_id"]) == sorted(ids)
+    kept = out["excluded_reason"].isna().to_numpy()
+    assert 0 < kept.sum() <= 8 and not kept[int(kept.sum()) :].any()
+    assert (out["note"] == "note-" + out["lead_id"]).all()
+    assert (out["list_tier"] == "own-" + out["lead_id"]).all()
+    by_id = listed.set_index(ids)
+    for name in ("account_id", "created_at", "employees"):
+        expected = by_id[name].reindex(out["lead_id"].to_numpy())
+        pd.testing.assert_series_equal(
+            out[name], expected.reset_index(drop=True), check_names=False, check_index=False
+        )
+    # a list that already has the prefixed name too: both columns are kept, each with its lead
+    listed["list_tier"] = pd.array("mine-" + ids, dtype="string")
+    twice, _ = score_lead_list(model, listed, model_version="7", as_of=day, rules=rules)
+    assert list(twice.columns).count("list_tier") == 2
+    pair = twice["list_tier"]
+    assert set(pair.iloc[:, 0] + "|" + pair.iloc[:, 1]) == {
+        f"own-{i}|mine-{i}" for i in twice["lead_id"]
+    }

@@ -111,6 +111,7 @@ def test_few_records_are_the_records_of_the_whole_frame_way() -> None:
             ),
             "tier": pd.Categorical(["A", None, "B"]),
             "mixed": pd.Series([1, "x", None], dtype=object),
+            "listed": pd.Series([[1], None, ["a", None]], dtype=object),
         }
     )
     whole = [
