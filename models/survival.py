@@ -332,3 +332,28 @@ def _key(X: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
         else np.full(len(X), "", dtype=object)
     )
     return out
+
+
+def incidence_on_snapshots(
+    X: pd.DataFrame, snapshots: pd.DataFrame, labels: pd.DataFrame, censor_at: pd.Timestamp
+) -> CumulativeIncidenceCloseModel | None:
+    """The win incidence by deal age, stage and segment, fitted on weekly snapshots.
+
+    The too-little-data fallback and the time-aware baseline of training and the backtest.
+    ``snapshots`` holds each row's ``opportunity_id`` and ``as_of``, ``labels`` its deal's
+    ``closed_at`` and ``won``; only what is known at the end of ``censor_at`` is read (deals
+    still open then, stale ones included, stay in the risk sets). Strata are the stage and
+    segment at the snapshot where they hold enough deals. None when no deal had been won by
+    ``censor_at``.
+    """
+    try:
+        return CumulativeIncidenceCloseModel(by=("stage", "segment")).fit_snapshots(
+            X,
+            as_of=snapshots["as_of"],
+            closed_at=labels["closed_at"],
+            won=labels["won"],
+            censor_at=censor_at,
+            groups=snapshots["opportunity_id"].to_numpy(dtype=object),
+        )
+    except ValueError:
+        return None

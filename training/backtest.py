@@ -68,7 +68,7 @@ from models.forecast import (
     stage_probabilities,
     won_in_period,
 )
-from models.survival import CumulativeIncidenceCloseModel
+from models.survival import CumulativeIncidenceCloseModel, incidence_on_snapshots
 from models.time_to_close import CompetingRisksCloseModel, fit_on_time_split
 from training import splits
 
@@ -326,17 +326,10 @@ def fit_close_model(
     # the training slice when there is one (censored at its end), else every snapshot with what
     # the export date knows; deals still open, stale ones included, stay in the risk sets
     for censor_at in ([split.train_end] if split is not None else []) + [label_date]:
-        try:
-            return CumulativeIncidenceCloseModel(by=("stage", "segment")).fit_snapshots(
-                X,
-                as_of=table["as_of"],
-                closed_at=lab["closed_at"],
-                won=lab["won"],
-                censor_at=censor_at,
-                groups=snaps["opportunity_id"].to_numpy(dtype=object),
-            )
-        except ValueError:  # no win by the end of the training slice: use all that is known
-            continue
+        fallback = incidence_on_snapshots(X, snaps, lab, censor_at)
+        if fallback is not None:
+            return fallback
+        # no win by the end of the training slice: use all that is known
     raise TooLittleHistory(nothing)
 
 

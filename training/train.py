@@ -58,7 +58,7 @@ from models.baselines import (
 )
 from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
-from models.survival import CumulativeIncidenceCloseModel
+from models.survival import CumulativeIncidenceCloseModel, incidence_on_snapshots
 from models.time_to_close import CompetingRisksCloseModel, fit_on_time_split
 from pipecast.config import Settings
 from training import evaluate, evaluate_time, gates, plots, splits, tracking
@@ -481,11 +481,11 @@ def _train_close(
             return report
         # the training slice when there is one, else every snapshot with what the label date
         # knows; deals still open (stale ones included) stay in the risk sets, censored
-        model = _incidence_by_age(
+        model = incidence_on_snapshots(
             X, table, lab, split.train_end if split is not None else label_date
         )
         if model is None:
-            model = _incidence_by_age(X, table, lab, label_date)
+            model = incidence_on_snapshots(X, table, lab, label_date)
         assert model is not None
     steps.done()
 
@@ -503,7 +503,9 @@ def _train_close(
     by_age = (
         model
         if isinstance(model, CumulativeIncidenceCloseModel)
-        else _incidence_by_age(X, table, lab, split.train_end if split is not None else label_date)
+        else incidence_on_snapshots(
+            X, table, lab, split.train_end if split is not None else label_date
+        )
     )
 
     # Test rows: the test slice (outcome known at the label date) for p_win; for the in-period
@@ -959,26 +961,6 @@ def _best_baseline(report: ModelReport, target: str, names: Sequence[str]) -> st
     if not scored:
         return names[0]
     return min(scored, key=lambda n: metrics[n]["brier"])
-
-
-def _incidence_by_age(
-    X: pd.DataFrame, snapshots: pd.DataFrame, lab: pd.DataFrame, censor_at: pd.Timestamp
-) -> CumulativeIncidenceCloseModel | None:
-    """The time-aware baseline fitted on the snapshots up to ``censor_at`` (None: no win yet).
-
-    Strata are the deal's stage and segment at the snapshot where they hold enough deals.
-    """
-    try:
-        return CumulativeIncidenceCloseModel(by=("stage", "segment")).fit_snapshots(
-            X,
-            as_of=snapshots["as_of"],
-            closed_at=lab["closed_at"],
-            won=lab["won"],
-            censor_at=censor_at,
-            groups=snapshots["opportunity_id"].to_numpy(dtype=object),
-        )
-    except ValueError:
-        return None
 
 
 def _close_baseline_model(
