@@ -64,8 +64,18 @@ MIN_DRAWS = 2_000
 MAX_DRAWS = 1_000_000
 #: at most this many simulated group sums are kept (float32: 200 MB)
 KEPT_NUMBERS = 50_000_000
-#: random numbers per Monte Carlo chunk (bounds memory: about 6 bytes each)
-CHUNK_NUMBERS = 8_000_000
+#: random numbers per Monte Carlo chunk (bounds memory: about 40 bytes each). Small enough
+#: that the chunk's arrays are reused from the heap: larger ones are mapped afresh by the
+#: allocator on every call and paid for again page by page
+CHUNK_NUMBERS = 500_000
+#: a deal's simulated periods are searched for events in one pass when this many standard
+#: deviations above the expected count are drawn at once (rarely, a second pass finishes it)
+EVENT_MARGIN_SD = 6.0
+#: a deal whose rarer outcome has at least this probability is simulated period by period
+#: (one uniform each): from there on, the uniforms cost less than the events they replace
+DENSE_SHARE = 0.4
+#: uniforms per chunk of those (4 bytes each)
+DENSE_CHUNK_NUMBERS = 4_000_000
 #: roll-ups are for columns with at most this many values (owner, segment, region, …)
 MAX_GROUPS = 200
 #: comparable past periods read for the new-business rate
@@ -205,6 +215,16 @@ def monte_carlo_draws(
 ) -> np.ndarray:
     """``draws`` simulated bookings of independent deals, summed per group.
 
+    Each deal is won in each simulated period independently with its probability, as a
+    Bernoulli draw per (deal, period) would have it, but only the periods where something
+    happens are drawn: the gap from one win to the next is geometric. A deal more likely won
+    than not is simulated by its losses instead (its amount in every period, less the periods
+    it loses). The work follows ``draws × Σ min(p, 1 − p)``, not ``draws × deals``: a pipeline
+    of thousands of deals, most of them unlikely to close in the period, costs a few million
+    random numbers instead of a hundred million. Deals near even odds (the rarer outcome at
+    least :data:`DENSE_SHARE` likely) are drawn period by period, one uniform each, which is
+    cheaper for them.
+
     Parameters
     ----------
     amounts, probs
@@ -223,28 +243,85 @@ def monte_carlo_draws(
     """
     a, p = _clean(amounts, probs)
     g = np.zeros(a.size, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    out = np.zeros((draws, n_groups), dtype="float64")
+    out = np.zeros(draws * n_groups, dtype="float64")
     certain = np.bincount(g[p >= 1.0], weights=a[p >= 1.0], minlength=n_groups)
     live = (p > 0.0) & (p < 1.0) & (a != 0.0)
     a, p, g = a[live], p[live], g[live]
-    if a.size:
-        # amounts by group as a matrix: one matrix product sums each draw's wins per group.
-        # float32 keeps the product fast; its rounding (~1e-7 of a sum) is far below the
-        # Monte Carlo error.
-        by_group = np.zeros((a.size, n_groups), dtype="float32")
-        by_group[np.arange(a.size), g] = a
-        p32 = p.astype("float32")
-        rows = min(draws, max(16, CHUNK_NUMBERS // a.size))
-        # one buffer for every chunk: fresh large arrays would cost a page fault per page each
-        # time; the uniforms are turned into 0/1 wins in place
-        buffer = np.empty((rows, a.size), dtype=np.float32)
-        for start in range(0, draws, rows):
-            stop = min(draws, start + rows)
-            wins = buffer[: stop - start]
-            rng.random(out=wins, dtype=np.float32)
-            np.less(wins, p32, out=wins)
-            out[start:stop] = wins @ by_group
-    return out + certain
+    if not a.size or draws <= 0:
+        return out.reshape(draws, n_groups) + certain
+    dense = np.minimum(p, 1.0 - p) >= DENSE_SHARE
+    if dense.any():
+        _bernoulli_by_period(out, a[dense], p[dense], g[dense], draws, n_groups, rng)
+        a, p, g = a[~dense], p[~dense], g[~dense]
+    # the rarer of win and loss is the event simulated
+    flip = p > 0.5
+    q = np.where(flip, 1.0 - p, p)
+    signed = np.where(flip, -a, a)
+    always = np.bincount(g[flip], weights=a[flip], minlength=n_groups)
+    # a geometric gap (periods up to and including the next event) is floor(E / λ) + 1 with
+    # E ~ Exp(1) and λ = −log(1 − q): exact, and one cheap exponential per event
+    scale = -1.0 / np.log1p(-q)
+    last = np.full(a.size, -1.0)  # each deal's last simulated period with an event so far
+    pending = np.arange(a.size)
+    while pending.size:
+        mean = (draws - 1 - last[pending]) * q[pending]
+        count = np.ceil(mean + EVENT_MARGIN_SD * np.sqrt(mean) + 8.0).astype(np.int64)
+        bounds = np.cumsum(count)
+        unfinished: list[np.ndarray] = []
+        lo = 0
+        while lo < pending.size:
+            # the next deals whose gaps fit in one chunk (at least one deal)
+            before = int(bounds[lo] - count[lo])
+            hi = max(lo + 1, int(np.searchsorted(bounds, before + CHUNK_NUMBERS, side="right")))
+            idx, k = pending[lo:hi], count[lo:hi]
+            steps = rng.standard_exponential(int(k.sum()))
+            steps *= np.repeat(scale[idx], k)
+            np.floor(steps, out=steps)
+            steps += 1.0
+            # a gap past the last period changes nothing: capped, every running sum below stays
+            # a whole number float64 holds exactly
+            np.minimum(steps, float(draws) + 1.0, out=steps)
+            at = np.cumsum(steps)
+            ends = np.cumsum(k)
+            # each deal's own running sum, started from its last event so far
+            at -= np.repeat(np.concatenate([[0.0], at[ends[:-1] - 1]]) - last[idx], k)
+            last[idx] = at[ends - 1]
+            owner = np.repeat(np.arange(idx.size), k)
+            hit = at < draws
+            deal = idx[owner[hit]]
+            np.add.at(out, at[hit].astype(np.int64) * n_groups + g[deal], signed[deal])
+            unfinished.append(idx[last[idx] < draws])
+            lo = hi
+        pending = np.concatenate(unfinished)
+    return out.reshape(draws, n_groups) + (always + certain)
+
+
+def _bernoulli_by_period(
+    out: np.ndarray,
+    a: np.ndarray,
+    p: np.ndarray,
+    g: np.ndarray,
+    draws: int,
+    n_groups: int,
+    rng: np.random.Generator,
+) -> None:
+    """Add to ``out`` (draws × n_groups, flat) the wins of deals drawn one uniform per period."""
+    # amounts by group as a matrix: one matrix product sums each period's wins per group.
+    # float32 keeps the product fast; its rounding (~1e-7 of a sum) is far below the Monte
+    # Carlo error
+    by_group = np.zeros((a.size, n_groups), dtype="float32")
+    by_group[np.arange(a.size), g] = a
+    p32 = p.astype("float32")
+    rows = min(draws, max(16, DENSE_CHUNK_NUMBERS // a.size))
+    # one buffer for every chunk; the uniforms are turned into 0/1 wins in place
+    buffer = np.empty((rows, a.size), dtype=np.float32)
+    sums = out.reshape(draws, n_groups)
+    for start in range(0, draws, rows):
+        stop = min(draws, start + rows)
+        wins = buffer[: stop - start]
+        rng.random(out=wins, dtype=np.float32)
+        np.less(wins, p32, out=wins)
+        sums[start:stop] += wins @ by_group
 
 
 # ----------------------------------------------------------------------------------------

@@ -154,6 +154,9 @@ class ChampionHolder:
             model, info = self._loader(self._settings, name)
         except InputError:
             return None  # the champion alias went away between the two reads
+        prepare = getattr(model, "prepare_for_serving", None)
+        if callable(prepare):  # tables built at load, not on the first request
+            prepare()
         return Champion(model=model, info=info)
 
 

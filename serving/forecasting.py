@@ -657,12 +657,16 @@ def _data_notes(deals: pd.DataFrame) -> list[str]:
 
 
 def _deal_rows(deals: pd.DataFrame) -> list[dict[str, Any]]:
-    """The response's line per deal, built column by column (a pipeline has thousands)."""
+    """The response's line per deal, built column by column (a pipeline has thousands).
+
+    Plain Python values only, every number finite or None: the lines need no :func:`jsonable`
+    pass.
+    """
     fields = {
         "opportunity_id": [str(v) for v in deals["opportunity_id"].tolist()],
-        "p_win": _floats(deals["p_win"]),
-        "p_win_in_period": _floats(deals["p_win_in_period"]),
-        "expected_value": _floats(deals["expected_value"]),
+        "p_win": _optional_numbers(deals["p_win"]),
+        "p_win_in_period": _optional_numbers(deals["p_win_in_period"]),
+        "expected_value": _optional_numbers(deals["expected_value"]),
         "amount": _optional_numbers(deals["amount"]),
         "stage": _optional_texts(deals["stage"]),
         "stage_probability": _optional_numbers(deals["stage_probability"]),
@@ -683,7 +687,8 @@ def _floats(values: pd.Series) -> list[float]:
 
 
 def _optional_numbers(values: pd.Series) -> list[float | None]:
-    return [None if v != v else v for v in _floats(values)]
+    # NaN and ±inf → None, as jsonable makes them: the deal lines are strict JSON as built
+    return [v if v - v == 0.0 else None for v in _floats(values)]
 
 
 def _optional_texts(values: pd.Series) -> list[str | None]:
@@ -1111,8 +1116,11 @@ def forecast_pipeline(
         neglect_days=request.neglect_days,
         change_points=request.change_points,
     )
-    # made strict JSON once: the store keeps this very document and the answer is it
-    document: dict[str, Any] = jsonable(result.response)
+    # made strict JSON once: the store keeps this very document and the answer is it. The
+    # deal lines are built strict (_deal_rows) and are not walked again value by value
+    document: dict[str, Any] = {
+        k: v if k == "deals" else jsonable(v) for k, v in result.response.items()
+    }
     store_forecast(store, document, model_name=champion.name, request_id=request_id)
     return document
 

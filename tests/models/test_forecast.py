@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from features.periods import Period, parse_period
+from models import forecast as forecast_module
 from models.forecast import (
     NEW_BUSINESS_GROUP,
     TOLERANCE,
@@ -168,6 +169,51 @@ def test_monte_carlo_draws_by_group() -> None:
     assert (out[:, 0] == 10.0).all()  # certain deal
     assert set(np.unique(out[:, 1])) == {0.0, 5.0}  # the 20 never wins
     assert out[:, 1].mean() == pytest.approx(2.5, abs=0.2)
+
+
+#: win probabilities of the sampler test: rare wins, likely wins (simulated by their losses)
+#: and near even odds (simulated period by period), with the extremes of each
+SAMPLER_PROBS = [0.001, 0.02, 0.1, 0.3, 0.39, 0.4, 0.45, 0.5, 0.55, 0.6, 0.61, 0.7, 0.9, 0.999]
+
+
+@pytest.mark.parametrize("small_chunks", [False, True])
+def test_monte_carlo_draws_are_independent_bernoulli_wins(
+    small_chunks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # amounts 1, 2, 4, …: each simulated sum spells out which deals won in that period
+    if small_chunks:
+        # chunks of a few deals, and too few gaps drawn at first: the passes that finish a
+        # deal's periods and the chunk boundaries must not change the law
+        monkeypatch.setattr(forecast_module, "CHUNK_NUMBERS", 3_000)
+        monkeypatch.setattr(forecast_module, "EVENT_MARGIN_SD", 0.0)
+    p = np.array(SAMPLER_PROBS)
+    amounts = 2.0 ** np.arange(p.size)
+    groups = np.arange(p.size) % 2
+    n = 60_000
+    out = monte_carlo_draws(
+        amounts, p, draws=n, rng=np.random.default_rng(5), groups=groups, n_groups=2
+    )
+    total = out.sum(axis=1).astype(np.int64)
+    wins = (total[:, None] >> np.arange(p.size)) & 1
+    # the group sums hold exactly their own deals' wins
+    np.testing.assert_array_equal(out[:, 0], wins[:, groups == 0] @ amounts[groups == 0])
+    sd = np.sqrt(p * (1 - p) / n)
+    assert np.all(np.abs(wins.mean(axis=0) - p) < 5 * sd), wins.mean(axis=0) - p
+    # independent of each other deal in the same period, and of itself in the next period
+    pairs = [(0, 7), (2, 12), (3, 5), (6, 8), (10, 11), (9, 13)]
+    for i, j in pairs:
+        both = p[i] * p[j]
+        both_sd = np.sqrt(both * (1 - both) / n)
+        assert abs((wins[:, i] & wins[:, j]).mean() - both) < 5 * both_sd, (i, j)
+    for i in range(p.size):
+        again = p[i] ** 2
+        again_sd = np.sqrt(again * (1 - again) / n)
+        assert abs((wins[1:, i] & wins[:-1, i]).mean() - again) < 5 * again_sd, i
+    # the same seed repeats
+    repeat = monte_carlo_draws(
+        amounts, p, draws=n, rng=np.random.default_rng(5), groups=groups, n_groups=2
+    )
+    np.testing.assert_array_equal(out, repeat)
 
 
 def _stream(

@@ -9,6 +9,7 @@ import pytest
 from models.time_to_close import (
     LOST,
     OPEN,
+    PATTERN_SHAP_MIN_ROWS,
     WON,
     CompetingRisksCloseModel,
     fit_on_time_split,
@@ -247,16 +248,27 @@ def _frame_rows(model: CompetingRisksCloseModel, X: pd.DataFrame, intervals: pd.
     return model.encoder_.transform(stacked)
 
 
-def test_hazards_stacked_in_numpy_are_those_of_the_stacked_frame(stale_fit, monkeypatch) -> None:
+@pytest.mark.parametrize("tabulated", [True, False])
+def test_hazards_stacked_in_numpy_are_those_of_the_stacked_frame(
+    stale_fit, monkeypatch, tabulated: bool
+) -> None:
+    import models.interval_trees as interval_trees
     import models.time_to_close as ttc
 
     model, _, X, _ = stale_fit
     sample = _pipeline(X)
     day = _day("2026-07-05")
     ends = interval_ends(day, model.long_horizon_days_)
-    # small blocks: the deals cross several booster calls
+    # small blocks: the deals cross several booster calls (or blocks of pairs)
     monkeypatch.setattr(ttc, "HAZARD_BLOCK_ROWS", 7 * len(ends) + 3)
+    monkeypatch.setattr(interval_trees, "BLOCK_PAIRS", 7 * len(ends) + 3)
+    model.__dict__.pop("_forest_of", None)
+    if not tabulated:
+        # trees too large to tabulate: the stacked rows go through LightGBM
+        monkeypatch.setattr(interval_trees, "MAX_SPLITS", 2)
     h_won, h_lost = model._hazards(sample, day, ends)
+    assert (model._interval_forest() is not None) == tabulated
+    model.__dict__.pop("_forest_of", None)
     rows = _frame_rows(model, sample, interval_frame(day, ends, model.fiscal_year_start_month))
     expected = model.booster_.predict(rows, num_iteration=model.n_iter_).reshape(
         len(sample), len(ends), 3
@@ -298,16 +310,42 @@ def test_contributions_of_the_won_and_lost_trees_are_the_full_boosters(stale_fit
     full = pd.DataFrame(raw[:, WON, :-1] - raw[:, LOST, :-1], columns=columns)
     full["age_days"] = full["age_days"] + full["age_at_interval_end"]
     deal = [c for c in columns if c not in INTERVAL_COLUMNS]
-    np.testing.assert_array_equal(contrib.to_numpy(), full[deal].to_numpy())
+    # worked out per distinct way through each tree (models.treeshap): LightGBM's numbers,
+    # summed in another order
+    assert len(sample) >= PATTERN_SHAP_MIN_ROWS
+    np.testing.assert_allclose(contrib.to_numpy(), full[deal].to_numpy(), rtol=0, atol=1e-12)
     assert encoded["stage"].isna().iloc[[0, 5]].all()  # the unseen stage, as the factors read it
-    # the won/lost booster is built on demand and never stored with the model
-    assert "_won_lost" in model.__dict__
+    # the won/lost booster and its tables are built on demand and never stored with the model
+    assert "_won_lost" in model.__dict__ and "_pattern_shap_of" in model.__dict__
     again = pickle.loads(pickle.dumps(model))
-    assert "_won_lost" not in again.__dict__
+    assert "_won_lost" not in again.__dict__ and "_pattern_shap_of" not in again.__dict__
+    # a server builds them when it loads the model, before the first request
+    again.prepare_for_serving()
+    assert again.__dict__["_pattern_shap_of"][1] is not None
+    assert again.__dict__["_forest_of"][1] is not None
     np.testing.assert_array_equal(
         again.win_contributions(sample, as_of=pd.Timestamp("2026-07-05"))[0].to_numpy(),
         contrib.to_numpy(),
     )
+
+
+def test_top_factors_of_tabulated_trees_are_lightgbms(stale_fit, monkeypatch) -> None:
+    import models.time_to_close as ttc
+    from models.explain import explain
+
+    model, _, X, _ = stale_fit
+    sample = _pipeline(X)
+    as_of = pd.Timestamp("2026-07-05")
+    assert len(sample) >= ttc.PATTERN_SHAP_MIN_ROWS
+    tabulated = explain(model, sample, as_of=as_of)
+    # LightGBM's own TreeSHAP, row by row: the same factors, in the same order
+    monkeypatch.setattr(ttc, "PATTERN_SHAP_MIN_ROWS", 10**9)
+    plain = explain(model, sample, as_of=as_of)
+    assert tabulated.texts().tolist() == plain.texts().tolist()
+    assert [[f.feature for f in row] for row in tabulated.factors] == [
+        [f.feature for f in row] for row in plain.factors
+    ]
+    assert sum(len(row) for row in plain.factors) > 2 * len(sample)
 
 
 def test_class_trees_keep_each_class_score_and_refuse_a_binary_booster(stale_fit) -> None:
