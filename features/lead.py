@@ -38,12 +38,17 @@ What a lead's features read of the rest of the CRM (its account's leads and deal
 similar leads) depends only on the export and D: :func:`history_as_of` indexes it once
 (:class:`LeadHistory`), and ``build(..., history=…)`` then does only per-lead work, which is what
 scoring one lead over HTTP needs. A history describes leads as of its own day and export only.
+A handful of leads (one request's, :data:`FEW_LEADS` at most) is described cell by cell from
+the same history into the very table the batch core makes, without pandas' fixed cost per
+column operation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,7 +60,6 @@ from features._timeline import (
     DAY,
     EventIndex,
     as_day,
-    days_between,
     seconds,
     shrunk_rate,
 )
@@ -182,6 +186,8 @@ def build(
             "Lead features need leads: the export has no leads.csv (or .parquet) and no lead "
             "list was given."
         )
+    if len(targets) <= FEW_LEADS:
+        return _few_features(history, targets.reset_index(drop=True), day)
     bounds = np.full(len(targets), np.datetime64(day + DAY, "ns"), dtype="datetime64[ns]")
     table = _features(history, targets.reset_index(drop=True), bounds, current=True)
     return table.set_index("lead_id")
@@ -250,18 +256,18 @@ class _Groups:
         self.codes = codes.astype(np.int64)  # -1: no group (a missing key), never counted
         self.uniques = pd.Index(uniques, dtype="string")
         self.events = {name: EventIndex(self.codes, t) for name, t in times.items()}
-        self._positions: dict[str, int] | None = None
+        self._positions: dict[str | None, int] | None = None
 
-    def query(self, keys: pd.Series) -> np.ndarray:
+    def query(self, keys: pd.Series | list[str | None]) -> np.ndarray:
         """The group code of each query key; a key no event has (or a missing one) matches
-        nothing."""
+        nothing. ``keys``: a series, or the keys as Python strings (None: missing)."""
         none = len(self.uniques)
-        if len(keys) <= SMALL_QUERY:
+        if isinstance(keys, list) or len(keys) <= SMALL_QUERY:
             # a few leads (one scored over HTTP): a dict look-up per key costs microseconds
             # where the vectorised look-up costs a fixed fraction of a millisecond
             if self._positions is None:
                 self._positions = {k: i for i, k in enumerate(self.uniques.to_numpy(object))}
-            values = keys.astype("string").to_numpy(dtype=object, na_value=None)
+            values = keys if isinstance(keys, list) else _texts(keys)
             return np.fromiter(
                 (self._positions.get(v, none) for v in values), dtype=np.int64, count=len(values)
             )
@@ -301,6 +307,7 @@ class LeadHistory:
         pool = export.leads
         self._pool = pool
         self._pool_ids: pd.Index | None = None
+        self._pool_rows: dict[str | None, int] | None = None
         self._accounts: _Groups | None = None
         self._created: np.ndarray | None = None
         self._sqo_times: np.ndarray | None = None
@@ -385,14 +392,35 @@ class LeadHistory:
             dtype=np.int64,
         )
 
+    def self_rows_of(self, ids: list[str | None]) -> np.ndarray:
+        """:meth:`self_rows` of a few leads given by their ids (dict look-ups)."""
+        if self._pool_ids is None:
+            return np.full(len(ids), -1, dtype=np.int64)
+        if self._pool_rows is None:
+            # the history's lead ids are unique (the contract checks them)
+            self._pool_rows = {k: i for i, k in enumerate(self._pool_ids.to_numpy(object))}
+        rows = self._pool_rows
+        return np.fromiter((rows.get(v, -1) for v in ids), dtype=np.int64, count=len(ids))
+
     def account_history(
         self, targets: pd.DataFrame, b: np.ndarray, self_row: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Counts at each target's account of what happened before its bound (self excluded)."""
-        out: dict[str, np.ndarray] = {}
         if "account_id" not in targets.columns:
-            return out
+            return {}
         account = targets["account_id"].astype("string").reset_index(drop=True)
+        return self.account_counts(targets["lead_id"], account, b, self_row)
+
+    def account_counts(
+        self,
+        lead_ids: pd.Series | list[str | None],
+        account: pd.Series | list[str | None],
+        b: np.ndarray,
+        self_row: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`account_history` of leads given by their ids and accounts (series, or
+        Python strings for a few leads; None or NA: missing)."""
+        out: dict[str, np.ndarray] = {}
         if self._accounts is not None:
             assert self._created is not None
             q = self._accounts.query(account)
@@ -416,22 +444,25 @@ class LeadHistory:
             # the lead's own deals: an SQO on its first day would otherwise describe its own
             # outcome
             if self._own_deals is not None:
-                open_now, n_won = self._without_own_deals(targets, account, b, open_now, n_won)
+                open_now, n_won = self._without_own_deals(lead_ids, account, b, open_now, n_won)
             out["account_open_opportunities"] = open_now.astype(np.float64)
             out["account_won_opportunities"] = n_won.astype(np.float64)
         return out
 
     def _without_own_deals(
         self,
-        targets: pd.DataFrame,
-        account: pd.Series,
+        lead_ids: pd.Series | list[str | None],
+        account: pd.Series | list[str | None],
         b: np.ndarray,
         open_now: np.ndarray,
         n_won: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         own = self._own_deals
         assert own is not None
-        q = own.query(_own_key(targets["lead_id"], account))
+        if isinstance(lead_ids, list) and isinstance(account, list):
+            q = own.query(_own_key_values(lead_ids, account))
+        else:
+            q = own.query(_own_key(pd.Series(lead_ids), pd.Series(account)))
         created = own.count_before("created", q, b)
         # a deal closed before the bound is open there only if it was not created yet either
         closed = own.count_before("created_and_closed", q, b)
@@ -448,11 +479,24 @@ class LeadHistory:
         as they happen, while the other leads of the same weeks are still undecided, would
         inflate the rates by an amount that depends on recent lead volume.
         """
+        return self.rates_of(
+            set(targets.columns), lambda present: _group_key(targets, present), b, self_row
+        )
+
+    def rates_of(
+        self,
+        columns: set[str],
+        keys: Callable[[tuple[str, ...]], pd.Series | list[str | None]],
+        b: np.ndarray,
+        self_row: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`similar_lead_rates` of leads with ``columns``, whose group key over some
+        of them ``keys(columns)`` gives (a series, or Python strings for a few leads)."""
         out: dict[str, np.ndarray] = {}
         if not self._rates_ready:
             return out
         assert self._pool is not None
-        n = len(targets)
+        n = len(b)
         mine = self_row >= 0
         safe = np.maximum(self_row, 0)
         if len(self._pool):
@@ -466,14 +510,14 @@ class LeadHistory:
         all_pos = _count_sorted(self._pos_sorted, qb) - self_pos
         with np.errstate(divide="ignore", invalid="ignore"):
             prior = np.where(all_dec > 0, all_pos / all_dec, np.nan)
-        for name, columns in RATE_GROUPS.items():
-            present = tuple(c for c in columns if c in self._pool.columns and c in targets.columns)
+        for name, group in RATE_GROUPS.items():
+            present = tuple(c for c in group if c in self._pool.columns and c in columns)
             if not present:
                 continue
             groups = self._rate_groups.get(present)
             if groups is None:  # a list without one of the grouping columns: indexed on demand
                 groups = self._rate_groups.setdefault(present, self._rate_index(present))
-            q = groups.query(_group_key(targets, present))
+            q = groups.query(keys(present))
             n_dec = groups.count_before("dec", q, b)
             n_pos = groups.count_before("pos", q, b)
             if len(self._pool):
@@ -488,6 +532,14 @@ def _own_key(lead_id: pd.Series, account: pd.Series) -> pd.Series:
     """A lead's deals at an account: one key per (lead, account), a missing account too."""
     acc = account.astype("string").fillna("\x00").reset_index(drop=True)
     return lead_id.astype("string").reset_index(drop=True) + "\x1f" + acc
+
+
+def _own_key_values(lead_ids: list[str | None], account: list[str | None]) -> list[str | None]:
+    """:func:`_own_key` of a few leads, as Python strings."""
+    return [
+        None if lead is None else lead + "\x1f" + ("\x00" if acc is None else acc)
+        for lead, acc in zip(lead_ids, account, strict=True)
+    ]
 
 
 def _count_sorted(sorted_secs: np.ndarray, bound_secs: np.ndarray) -> np.ndarray:
@@ -524,32 +576,15 @@ def _features(
     self_row = history.self_rows(targets)
     cols.update(history.account_history(targets, b, self_row))
     cols.update(history.similar_lead_rates(targets, b, self_row))
-    for name in history.extra_features:
-        if name in targets.columns and name not in _NOT_FEATURES and name not in cols:
-            values = targets[name]
-            if pd.api.types.is_bool_dtype(values):
-                cols[name] = values.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-            elif pd.api.types.is_numeric_dtype(values):
-                cols[name] = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            else:
-                cols[name] = values.astype("string").to_numpy()
+    _add_extras(history, targets, cols)
     if current and "last_contacted_at" in targets.columns:
-        contacted = targets["last_contacted_at"].to_numpy(dtype="datetime64[ns]")
-        days = pd.Series(b - np.timedelta64(1, "D"))
-        since = days_between(days, pd.Series(contacted))
-        # a contact dated after D cannot be known at D
-        cols["days_since_last_contacted"] = np.where(contacted < b, since, np.nan)
+        cols["days_since_last_contacted"] = _days_since_contact(targets, b)
     no_account = (
         targets["account_id"].isna().to_numpy(dtype=bool)
         if "account_id" in targets.columns
         else np.ones(n, dtype=bool)
     )
-    for name in ACCOUNT_FEATURES:
-        if name in cols:
-            cols[name] = np.where(no_account | no_time, np.nan, cols[name])
-    for name in RATE_FEATURES:
-        if name in cols:
-            cols[name] = np.where(no_time, np.nan, cols[name])
+    _mask_unknown(cols, no_account, no_time)
     out: dict[str, Any] = {}
     for name, values in cols.items():
         arr = values
@@ -561,6 +596,158 @@ def _features(
         )
         out[name] = pd.array(arr, dtype="string") if is_text else np.asarray(arr, np.float64)
     return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+def _add_extras(history: LeadHistory, targets: pd.DataFrame, cols: dict[str, Any]) -> None:
+    """The ``dataset.yaml`` extra features of the targets, added to ``cols``."""
+    for name in history.extra_features:
+        if name in targets.columns and name not in _NOT_FEATURES and name not in cols:
+            values = targets[name]
+            if pd.api.types.is_bool_dtype(values):
+                cols[name] = values.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+            elif pd.api.types.is_numeric_dtype(values):
+                cols[name] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                cols[name] = values.astype("string").to_numpy()
+
+
+def _days_since_contact(targets: pd.DataFrame, b: np.ndarray) -> np.ndarray:
+    """Whole days from each target's last contact to its as-of day; NaN when none is known
+    then (a contact dated after the day cannot be known on it)."""
+    contacted = targets["last_contacted_at"].to_numpy(dtype="datetime64[ns]")
+    # :func:`features._timeline.days_between` on plain datetime64 arrays, without its
+    # conversion of each side (a fixed cost that dominates one lead)
+    later = (b - np.timedelta64(1, "D")).astype("datetime64[D]")
+    earlier = contacted.astype("datetime64[D]")
+    since = (later - earlier).astype("timedelta64[D]").astype(np.float64)
+    since[np.isnat(later) | np.isnat(earlier)] = np.nan
+    return np.where(contacted < b, since, np.nan)
+
+
+def _mask_unknown(cols: dict[str, Any], no_account: np.ndarray, no_time: np.ndarray) -> None:
+    """Account counts are NaN without an account or a time, similar-lead rates without a time."""
+    for name in ACCOUNT_FEATURES:
+        if name in cols:
+            cols[name] = np.where(no_account | no_time, np.nan, cols[name])
+    for name in RATE_FEATURES:
+        if name in cols:
+            cols[name] = np.where(no_time, np.nan, cols[name])
+
+
+# ----------------------------------------------------------------------------------------
+# a few leads (one request): the same table, cell by cell
+# ----------------------------------------------------------------------------------------
+
+
+#: at most this many leads are described cell by cell (:func:`_few_features`): for the lead or
+#: two of an HTTP request, pandas' fixed cost per column operation is most of the work
+FEW_LEADS = 16
+
+
+#: the text type of the feature table (Arrow-backed strings, NA for missing)
+_STRING = pd.StringDtype()
+
+
+def _texts(values: pd.Series) -> list[str | None]:
+    """A column as the Python strings ``astype("string")`` holds (None where missing)."""
+    if isinstance(values.dtype, pd.StringDtype):
+        # already text: no conversion, only NA (or NaN for the "str" dtype) to None
+        return [v if isinstance(v, str) else None for v in values.tolist()]
+    texts: list[str | None] = values.astype("string").to_numpy(dtype=object, na_value=None).tolist()
+    return texts
+
+
+def _few_features(history: LeadHistory, targets: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
+    """:func:`build`'s table of a few leads as of the end of ``day``, from plain arrays.
+
+    The same columns, values and dtypes as the batch core (a test compares them on varied
+    leads): the same history look-ups (:meth:`LeadHistory.account_counts`,
+    :meth:`LeadHistory.rates_of`), title flags from :func:`_title_flags` (remembered per
+    title), the same extras, contact days and masks; only the column-wise pandas
+    conversions, whose fixed cost dominates a handful of rows, are left out.
+    """
+    n = len(targets)
+    columns = set(targets.columns)
+    b = np.full(n, np.datetime64(day + DAY, "ns"), dtype="datetime64[ns]")
+    ids = _texts(targets["lead_id"])
+    texts: dict[str, list[str | None]] = {"lead_id": ids}
+    cols: dict[str, Any] = {"lead_id": ids}
+    if "employees" in columns:
+        cols["employees"] = targets["employees"].to_numpy(dtype=np.float64, na_value=np.nan)
+    if "annual_revenue" in columns:
+        revenue = targets["annual_revenue"].to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            cols["log_annual_revenue"] = np.log1p(np.where(revenue >= 0, revenue, np.nan))
+    for name in CATEGORICAL:
+        if name in columns:
+            column = targets[name]
+            # already the table's text type: taken as it is, not made again from its texts
+            cols[name] = column.array if column.dtype == _STRING else _texts(column)
+    if "title" in columns:
+        cols.update(_few_title_flags(_texts(targets["title"])))
+    self_row = history.self_rows_of(ids)
+    account = _texts(targets["account_id"]) if "account_id" in columns else None
+    if account is not None:
+        cols.update(history.account_counts(ids, account, b, self_row))
+
+    def keys(present: tuple[str, ...]) -> list[str | None]:
+        parts = [
+            texts[c] if c in texts else texts.setdefault(c, _texts(targets[c])) for c in present
+        ]
+        rows = zip(*parts, strict=True)
+        return ["|".join(_MISSING if v is None else v for v in row) for row in rows]
+
+    cols.update(history.rates_of(columns, keys, b, self_row))
+    _add_extras(history, targets, cols)
+    if "last_contacted_at" in columns:
+        cols["days_since_last_contacted"] = _days_since_contact(targets, b)
+    no_account = (
+        np.array([a is None for a in account], dtype=bool)
+        if account is not None
+        else np.ones(n, dtype=bool)
+    )
+    _mask_unknown(cols, no_account, np.isnat(b))
+    out: dict[str, Any] = {}
+    for name, values in cols.items():
+        if name == "lead_id":
+            continue
+        if isinstance(values, list | pd.api.extensions.ExtensionArray) or values.dtype.kind == "O":
+            out[name] = pd.array(values, dtype="string")
+        else:
+            out[name] = np.asarray(values, np.float64)
+    index = pd.Index(pd.array(ids, dtype="string"), name="lead_id")
+    return pd.DataFrame(out, index=index)
+
+
+#: title → its flags, as :func:`_title_flags` gives them (a server sees the same titles again)
+_TITLE_FLAGS_SEEN: dict[str, tuple[float, ...]] = {}
+#: titles remembered at most (the memory is emptied when it is full)
+TITLES_REMEMBERED = 20_000
+
+
+def _few_title_flags(titles: list[str | None]) -> dict[str, np.ndarray]:
+    """:func:`_title_flags` of a few titles (None: no title), each distinct title matched by
+    it once and remembered."""
+    seen = _TITLE_FLAGS_SEEN
+    new = list(dict.fromkeys(t for t in titles if t is not None and t not in seen))
+    if new:
+        flags = _title_flags(pd.Series(new, dtype="string"))
+        if len(seen) + len(new) > TITLES_REMEMBERED:
+            seen.clear()
+        for i, title in enumerate(new):
+            seen[title] = tuple(float(flags[name][i]) for name in TITLE_FLAGS)
+    missing = (math.nan,) * len(TITLE_FLAGS)
+    rows = [missing if t is None else seen.get(t) or _title_row(t) for t in titles]
+    return {
+        name: np.array([row[j] for row in rows], dtype=np.float64)
+        for j, name in enumerate(TITLE_FLAGS)
+    }
+
+
+def _title_row(title: str) -> tuple[float, ...]:
+    """One title's flags, matched now (when another thread emptied the memory meanwhile)."""
+    flags = _title_flags(pd.Series([title], dtype="string"))
+    return tuple(float(flags[name][0]) for name in TITLE_FLAGS)
 
 
 def _title_flags(titles: pd.Series) -> dict[str, np.ndarray]:

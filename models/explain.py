@@ -934,12 +934,15 @@ def _phrase_ids(
     # a handful of leads (as one request posts) is phrased from plain arrays of its columns,
     # taken from the frame once for all its reasons
     plain = _Rows.of(X) if n <= _PHRASED_AS_THEY_ARE else None
+    # the column names once: each pass over a frame's (Arrow-backed) names costs as much
+    # as a phrase for one lead
+    columns = list(X.columns)
     for gi, mask in wanted.items():
         rows = np.flatnonzero(mask)
         phrase = _LEAD_PHRASES.get(names[gi])
         # only the columns the phrase reads are taken for its leads
         reads = _LEAD_PHRASE_COLUMNS.get(names[gi]) if phrase is not None else members[gi][:1]
-        cols = [c for c in X.columns if c in reads] if reads is not None else list(X.columns)
+        cols = [c for c in columns if c in reads] if reads is not None else list(columns)
         if phrase is None:
             # a feature without a phrase of its own: its factor text, from the frame
             part = X[cols].iloc[rows]

@@ -155,6 +155,10 @@ class ListRules:
         """Whether a rule needs the accounts' deals from the CRM export."""
         return self.skip_open_accounts or self.skip_customers
 
+    def allocates(self) -> bool:
+        """Whether the kept leads are allocated to BDRs (the list then has ``assigned_bdr``)."""
+        return self.bdr_capacity is not None or self.capacity_each is not None
+
 
 def read_bdr_capacities(path: str | Path) -> dict[str, int]:
     """``sdr_id,capacity`` rows of a CSV file as ``{sdr_id: capacity}``.
@@ -432,9 +436,118 @@ def apply_list_rules(
     day = pd.Timestamp(as_of).normalize()
     n = len(scored)
     frame = scored.reset_index(drop=True)
-    p = pd.to_numeric(frame["sqo_probability"], errors="coerce").to_numpy(
+    d = _decide(n, frame, rules, day)
+    out = frame.assign(
+        tier=pd.array(d.tier, dtype="string"),
+        excluded_reason=pd.array(d.reason, dtype="string"),
+        assigned_bdr=pd.array(d.assigned, dtype="string"),
+        _kept=d.kept,
+        _p=np.nan_to_num(d.p, nan=-1.0),
+    )
+    out = out.sort_values(["_kept", "_p"], ascending=[False, False], kind="stable")
+    n_kept = int(d.kept.sum())
+    ranks = np.full(n, np.nan)
+    ranks[:n_kept] = np.arange(1, n_kept + 1)
+    out["rank"] = pd.array(ranks, dtype="Float64").astype("Int64")
+    out = out.drop(columns=["_kept", "_p"]).reset_index(drop=True)
+    if d.capacity is None:
+        out = out.drop(columns="assigned_bdr")
+    return out, d.summary(rules, day)
+
+
+#: lists of at most this many leads (one request's) take :func:`apply_few_rules`
+FEW_ROWS = 16
+
+
+def apply_few_rules(
+    columns: Mapping[str, Any], *, rules: ListRules, as_of: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`apply_list_rules` of a few leads given as plain arrays, without a frame.
+
+    ``columns``: name → one value per lead (numpy arrays or lists; text as Python strings
+    with None where missing), as :func:`apply_list_rules` reads them. Returns the columns of
+    its frame in its order (the given ones, then ``tier``, ``excluded_reason``,
+    ``assigned_bdr`` when allocating and ``rank``), each as an array in the ranked order
+    (text columns of the rules as string arrays, ``rank`` as Int64), and the same summary.
+    Time meaning as :func:`apply_list_rules`'.
+    """
+    rules.check()
+    day = pd.Timestamp(as_of).normalize()
+    n = len(columns["lead_id"])
+    d = _decide(n, columns, rules, day)
+    # kept leads first, each part best first, ties in list order (the frame's stable sort)
+    order = np.lexsort((-np.nan_to_num(d.p, nan=-1.0), ~d.kept))
+    out: dict[str, Any] = {}
+    for name, values in columns.items():
+        if isinstance(values, list):
+            out[name] = [values[i] for i in order]
+        else:
+            out[name] = values[order]
+    out["tier"] = pd.array(d.tier[order], dtype="string")
+    out["excluded_reason"] = pd.array(d.reason[order], dtype="string")
+    if d.capacity is not None:
+        out["assigned_bdr"] = pd.array(d.assigned[order], dtype="string")
+    n_kept = int(d.kept.sum())
+    out["rank"] = pd.array([*range(1, n_kept + 1), *([None] * (n - n_kept))], dtype="Int64")
+    return out, d.summary(rules, day)
+
+
+@dataclass
+class _Decisions:
+    """What the rules decided for each lead (in list order), and what they did."""
+
+    p: np.ndarray
+    reason: np.ndarray
+    kept: np.ndarray
+    tier: np.ndarray
+    thresholds: tuple[float, float, float]
+    applied: list[str]
+    allocation: dict[str, Any] | None
+    assigned: np.ndarray
+    capacity: dict[str, int] | None
+
+    def summary(self, rules: ListRules, day: pd.Timestamp) -> dict[str, Any]:
+        return _summary(
+            self.p,
+            self.kept,
+            self.reason,
+            self.tier,
+            self.thresholds,
+            rules,
+            self.applied,
+            day,
+            self.allocation,
+            self.assigned,
+            self.capacity,
+        )
+
+
+def _floats(values: Any) -> np.ndarray:
+    """A column as float64 (NaN where missing or not a number)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
         dtype="float64", na_value=np.nan
     )
+
+
+def _flags(values: Any) -> np.ndarray:
+    """A yes/no column as bool (missing: no)."""
+    if isinstance(values, np.ndarray) and values.dtype == bool:
+        return values
+    return pd.Series(values).astype("boolean").to_numpy(dtype=bool, na_value=False)
+
+
+def _text_values(values: Any) -> np.ndarray:
+    """A text column as an object array of Python strings (None where missing)."""
+    if isinstance(values, list):
+        return np.array(values, dtype=object)
+    return pd.Series(values).astype("string").to_numpy(dtype=object, na_value=None)
+
+
+def _decide(n: int, frame: Mapping[str, Any], rules: ListRules, day: pd.Timestamp) -> _Decisions:
+    """The rules run on the columns of ``frame`` (a frame, or plain arrays for a few leads)."""
+    p = _floats(frame["sqo_probability"])
     reason = np.full(n, None, dtype=object)
     is_open = np.ones(n, dtype=bool)  # no rule has excluded the row yet
     applied: list[str] = []
@@ -445,10 +558,7 @@ def apply_list_rules(
         is_open[hit] = False
 
     # 1. do not contact
-    if "do_not_contact" in frame.columns:
-        dnc = frame["do_not_contact"].astype("boolean").to_numpy(dtype=bool, na_value=False)
-    else:
-        dnc = np.zeros(n, dtype=bool)
+    dnc = _flags(frame["do_not_contact"]) if "do_not_contact" in frame else np.zeros(n, dtype=bool)
     if rules.include_do_not_contact:
         applied.append(
             f"do-not-contact leads INCLUDED for analysis ({int(dnc.sum())} in the list): "
@@ -459,8 +569,8 @@ def apply_list_rules(
         applied.append("do-not-contact leads excluded")
     # 2. re-contact window
     if rules.recontact_days is not None:
-        if "last_contacted_at" in frame.columns:
-            last = pd.to_datetime(frame["last_contacted_at"]).dt.normalize()
+        if "last_contacted_at" in frame:
+            last = pd.to_datetime(pd.Series(frame["last_contacted_at"])).dt.normalize()
             days = (day - last).dt.days.to_numpy(dtype="float64", na_value=np.nan)
         else:
             days = np.full(n, np.nan)
@@ -477,15 +587,13 @@ def apply_list_rules(
     ):
         if not wanted:
             continue
-        if column not in frame.columns:
+        if column not in frame:
             raise InputError(
                 f"skipping accounts with {'an open' if what == 'open' else 'a won'} opportunity "
                 "needs the accounts' deals: give the CRM export with --data (its "
                 "opportunities with account_id), and account_id in the lead list."
             )
-        count = pd.to_numeric(frame[column], errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan
-        )
+        count = _floats(frame[column])
         exclude(count > 0, text)
         applied.append(
             f"leads of accounts with {'an open' if what == 'open' else 'a won'} "
@@ -493,15 +601,13 @@ def apply_list_rules(
         )
     # 4. per-account cap, best first
     if rules.max_per_account is not None:
-        if "account_id" not in frame.columns:
+        if "account_id" not in frame:
             raise InputError("--max-per-account needs an account_id column in the lead list.")
-        account = frame["account_id"].astype("string")
-        live = is_open & account.notna().to_numpy(dtype=bool)
+        account = _text_values(frame["account_id"])
+        live = is_open & pd.notna(account)
         idx = np.flatnonzero(live)
         ordered = idx[np.argsort(-p[idx], kind="stable")]
-        nth = (
-            pd.Series(account.to_numpy()[ordered]).groupby(account.to_numpy()[ordered]).cumcount()
-        ).to_numpy()
+        nth = _nth_of_account(account[ordered])
         over = np.zeros(n, dtype=bool)
         over[ordered[nth >= rules.max_per_account]] = True
         exclude(over, account_cap_reason(rules.max_per_account))
@@ -523,11 +629,7 @@ def apply_list_rules(
     assigned = np.full(n, None, dtype=object)
     allocation: dict[str, Any] | None = None
     capacity: dict[str, int] | None = None
-    owner = (
-        frame["sdr_id"].astype("string").to_numpy(dtype=object, na_value=None)
-        if "sdr_id" in frame.columns
-        else np.full(n, None, dtype=object)
-    )
+    owner = _text_values(frame["sdr_id"]) if "sdr_id" in frame else np.full(n, None, dtype=object)
     if rules.bdr_capacity is not None:
         capacity = {str(k): int(v) for k, v in rules.bdr_capacity.items()}
     elif rules.capacity_each is not None:
@@ -553,26 +655,21 @@ def apply_list_rules(
             "SQOs balanced, current owners kept where balance allows"
         )
 
-    kept = is_open.copy()
-    out = frame.assign(
-        tier=pd.array(tier, dtype="string"),
-        excluded_reason=pd.array(reason, dtype="string"),
-        assigned_bdr=pd.array(assigned, dtype="string"),
-        _kept=kept,
-        _p=np.nan_to_num(p, nan=-1.0),
+    return _Decisions(
+        p, reason, is_open.copy(), tier, thresholds, applied, allocation, assigned, capacity
     )
-    out = out.sort_values(["_kept", "_p"], ascending=[False, False], kind="stable")
-    n_kept = int(kept.sum())
-    ranks = np.full(n, np.nan)
-    ranks[:n_kept] = np.arange(1, n_kept + 1)
-    out["rank"] = pd.array(ranks, dtype="Float64").astype("Int64")
-    out = out.drop(columns=["_kept", "_p"]).reset_index(drop=True)
-    if capacity is None:
-        out = out.drop(columns="assigned_bdr")
-    summary = _summary(
-        p, kept, reason, tier, thresholds, rules, applied, day, allocation, assigned, capacity
-    )
-    return out, summary
+
+
+def _nth_of_account(account: np.ndarray) -> np.ndarray:
+    """For each lead (best first, all with an account), how many of its account came before."""
+    if len(account) <= FEW_ROWS:
+        seen: dict[Any, int] = {}
+        nth = np.zeros(len(account), dtype=np.int64)
+        for i, key in enumerate(account.tolist()):
+            nth[i] = seen.get(key, 0)
+            seen[key] = nth[i] + 1
+        return nth
+    return pd.Series(account).groupby(account).cumcount().to_numpy()
 
 
 def _allocation_summary(
@@ -609,8 +706,13 @@ def _summary(
     capacity: Mapping[str, int] | None,
 ) -> dict[str, Any]:
     pk = np.nan_to_num(p, nan=0.0)
-    counts = pd.Series(reason[~kept], dtype="string").value_counts(sort=True)
-    excluded = {str(k): int(v) for k, v in counts.items()}
+    dropped = reason[~kept]
+    if len(set(dropped.tolist())) <= 1:
+        # none or one reason (a request of a lead or two): nothing to order by count
+        excluded = {str(dropped[0]): len(dropped)} if len(dropped) else {}
+    else:
+        counts = pd.Series(dropped, dtype="string").value_counts(sort=True)
+        excluded = {str(k): int(v) for k, v in counts.items()}
     by_tier = []
     for t in TIERS:
         m = kept & (tier == t)

@@ -102,9 +102,11 @@ from models.explain import (
 from models.registry import load_champion
 from pipecast.config import Settings
 from serving.lead_list import (
+    FEW_ROWS,
     OVER_CAPACITY,
     ListRules,
     Tiering,
+    apply_few_rules,
     apply_list_rules,
     assign_tiers,
     tier_thresholds,
@@ -831,6 +833,17 @@ def score_lead_list(
     )
     p, encoded = lead_probabilities(model, features)
     own = leads.reset_index(drop=True)
+    contacts = (
+        last_contacts(leads, export.activities if has_history else None, as_of=day)
+        if rules.recontact_days is not None
+        else None
+    )
+    if len(own) <= FEW_ROWS:
+        few = _score_few_leads(
+            model, own, features, p, encoded, model_version, rules, day, contacts, exact_top
+        )
+        if few is not None:
+            return few
     # the compact frame the rules read, made at once: adding its columns one by one costs a
     # fixed fraction of a millisecond each, which is most of the work for one lead
     compact: dict[str, Any] = {
@@ -844,10 +857,8 @@ def score_lead_list(
     for name in ("account_open_opportunities", "account_won_opportunities"):
         if name in features.columns:
             compact[name] = features[name].to_numpy()
-    if rules.recontact_days is not None:
-        compact["last_contacted_at"] = last_contacts(
-            leads, export.activities if has_history else None, as_of=day
-        )
+    if contacts is not None:
+        compact["last_contacted_at"] = contacts
     frame = pd.DataFrame(compact)
     table, summary = apply_list_rules(frame, rules=rules, as_of=day)
     summary["model_version"] = model_version
@@ -898,6 +909,92 @@ def score_lead_list(
     others = rest.drop(columns="lead_id").iloc[where].reset_index(drop=True)
     out = pd.concat([table[fixed].reset_index(drop=True), others], axis=1)
     return out, summary
+
+
+def _score_few_leads(
+    model: Any,
+    own: pd.DataFrame,
+    features: pd.DataFrame,
+    p: np.ndarray,
+    encoded: np.ndarray | None,
+    model_version: str,
+    rules: ListRules,
+    day: pd.Timestamp,
+    contacts: np.ndarray | None,
+    exact_top: int | None,
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """:func:`score_lead_list`'s answer for a few leads (one request's), from plain arrays:
+    the same frame and summary (a test compares them), without the whole-list frames whose
+    fixed costs are most of one lead's time. None when the list's own columns would need
+    renaming (the general way does that)."""
+    fixed = [*LEAD_COLUMNS, *(["assigned_bdr"] if rules.allocates() else [])]
+    if contacts is not None:
+        fixed.append("last_contact_known")
+    listed = [c for c in own.columns if c != "lead_id"]
+    if any(c in fixed for c in listed):
+        return None
+    ids = lead_features._texts(own["lead_id"])
+    columns: dict[str, Any] = {
+        "lead_id": ids,
+        "sqo_probability": p,
+        "model_version": [model_version] * len(ids),
+    }
+    for name in _RULE_COLUMNS:
+        if name in own.columns:
+            values = own[name]
+            columns[name] = (
+                values.to_numpy()
+                if pd.api.types.is_bool_dtype(values)
+                else lead_features._texts(values)
+            )
+    for name in ("account_open_opportunities", "account_won_opportunities"):
+        if name in features.columns:
+            columns[name] = features[name].to_numpy()
+    if contacts is not None:
+        columns["last_contacted_at"] = contacts
+    ranked, summary = apply_few_rules(columns, rules=rules, as_of=day)
+    summary["model_version"] = model_version
+    position = {lead: i for i, lead in enumerate(ids)}
+    order = np.array([position[lead] for lead in ranked["lead_id"]], dtype=np.int64)
+    cuts = _rank_cuts(rules)
+    shown = ranked["excluded_reason"].to_numpy(dtype=object, na_value=None)
+    need = np.array([r is None or r not in cuts for r in shown], dtype=bool)
+    if exact_top is None:
+        exact = need.copy()
+    else:
+        rank = ranked["rank"].to_numpy(dtype="float64", na_value=np.inf)
+        exact = need & (rank <= exact_top)
+    tables, source = _reason_tables(model, need & ~exact, lambda: _table_sample(features))
+    reasons = np.full(len(ids), "", dtype=object)
+    if need.any():
+        where = order[need]
+        in_order = len(where) == len(features) and bool((where == np.arange(len(where))).all())
+        reasons[need] = lead_reason_texts(
+            model,
+            # every lead explained in the list's order (one lead always is): the table itself
+            features if in_order else features.iloc[where],
+            tables=tables,
+            exact=exact[need],
+            encoded=None if encoded is None else encoded[where],
+        )
+    _reason_summary(summary, need, exact, tables, source)
+    out: dict[str, Any] = {
+        "lead_id": pd.array(ranked["lead_id"], dtype="string"),
+        "sqo_probability": ranked["sqo_probability"],
+        "rank": ranked["rank"],
+        "tier": ranked["tier"],
+        "reasons": pd.array(reasons, dtype="string"),
+        "model_version": pd.Series(ranked["model_version"]).array,
+        "excluded_reason": ranked["excluded_reason"],
+    }
+    if "assigned_bdr" in fixed:
+        out["assigned_bdr"] = ranked["assigned_bdr"]
+    if contacts is not None:
+        out["last_contact_known"] = ranked["last_contacted_at"]
+    same = bool((order == np.arange(len(order))).all())
+    for c in listed:
+        out[c] = own[c].array if same else own[c].array.take(order)
+    return pd.DataFrame(out), summary
 
 
 def _same_order(ids: np.ndarray, others: np.ndarray) -> bool:

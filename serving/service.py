@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -507,6 +508,35 @@ def rank_leads(
     newest ``created_at`` of the list. Returns the ranked list, the list rules' summary and the
     scoring day.
     """
+    table, summary, day, _ = _rank_leads(
+        settings,
+        champion,
+        store,
+        leads,
+        as_of=as_of,
+        rules=rules,
+        request_id=request_id,
+        history=history,
+        as_records=False,
+    )
+    return table, summary, day
+
+
+def _rank_leads(
+    settings: Settings,
+    champion: Champion,
+    store: Store,
+    leads: pd.DataFrame,
+    *,
+    as_of: str | None,
+    rules: ListRules | None,
+    request_id: str | None,
+    history: Export | None,
+    as_records: bool,
+) -> tuple[pd.DataFrame, dict[str, Any], pd.Timestamp, list[dict[str, Any]] | None]:
+    """:func:`rank_leads`, and with ``as_records`` the ranked list's JSON-ready rows too
+    (:func:`_records`): the stored rows are then taken from them, for a few leads one
+    conversion of the list instead of one per stored column."""
     check_rows(len(leads), settings, "leads to score")
     export = history if history is not None else _history_export(settings)
     day = _lead_scoring_day(as_of, export, leads)
@@ -519,6 +549,11 @@ def rank_leads(
         rules=rules,
     )
     week = week_of_quarter(day, export.config.fiscal_year_start_month)
+    records = _records(table) if as_records else None
+    if records is not None:
+        rows = [_stored_lead(r, week) for r in records]
+        _save_lead_scores(store, champion, day, request_id, rows)
+        return table, summary, day, records
     # each lead's segment as its list gives it, looked up by id (the ids are unique): a plain
     # dict, where re-indexing a series costs a millisecond for a single lead
     segment_of = dict(
@@ -547,6 +582,32 @@ def rank_leads(
             strict=True,
         )
     ]
+    _save_lead_scores(store, champion, day, request_id, rows)
+    return table, summary, day, None
+
+
+def _stored_lead(record: dict[str, Any], week: int) -> dict[str, Any]:
+    """The stored row of a ranked lead from its JSON-ready row: the values the columns give
+    (the list's own ``segment`` is carried in it under its name)."""
+    tier = record["tier"]
+    return {
+        "lead_id": record["lead_id"],
+        "sqo_probability": record["sqo_probability"],
+        "rank": record["rank"],
+        "tier": None if tier is None or tier == "" else tier,
+        "excluded_reason": record["excluded_reason"],
+        "segment": record.get("segment"),
+        "week_of_quarter": week,
+    }
+
+
+def _save_lead_scores(
+    store: Store,
+    champion: Champion,
+    day: pd.Timestamp,
+    request_id: str | None,
+    rows: list[dict[str, Any]],
+) -> None:
     store.save_scores(
         Batch(
             kind="leads",
@@ -559,7 +620,6 @@ def rank_leads(
         ),
         rows,
     )
-    return table, summary, day
 
 
 def score_lead_list(
@@ -574,7 +634,7 @@ def score_lead_list(
 ) -> dict[str, Any]:
     """``POST /score/leads``: posted leads ranked best first (see :func:`rank_leads`)."""
     check_rows(len(records), settings, "leads to score")
-    table, summary, day = rank_leads(
+    table, summary, day, rows = _rank_leads(
         settings,
         champion,
         store,
@@ -582,13 +642,15 @@ def score_lead_list(
         as_of=as_of,
         rules=rules,
         request_id=request_id,
+        history=None,
+        as_records=True,
     )
     return {
         "as_of": day.date(),
         "model_version": champion.version,
         "n_leads": len(table),
         "summary": _plain_tree(summary),
-        "leads": _records(table),
+        "leads": rows if rows is not None else _records(table),
     }
 
 
@@ -663,13 +725,25 @@ class _ExportCache:
             self._entries[folder] = (key, export)
             return export
 
+    def is_current(self, folder: Path) -> bool:
+        """Whether ``folder``'s export is read and none of its files changed since."""
+        folder = folder.resolve()
+        with self._lock:
+            cached = self._entries.get(folder)
+        return cached is not None and cached[0] == _folder_signature(folder)
+
 
 def _folder_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each file of the folder: any rewrite, new file or
+    removed one changes it. Checked on every request, so one ``stat`` per file and nothing
+    else (the directory listing says which entries are files without another call)."""
     found = []
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            stat = path.stat()
-            found.append((path.name, stat.st_mtime_ns, stat.st_size))
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file():
+                stat = entry.stat()
+                found.append((entry.name, stat.st_mtime_ns, stat.st_size))
+    found.sort()
     return tuple(found)
 
 
@@ -686,6 +760,13 @@ def server_export(settings: Settings, *, require: Sequence[str] = ()) -> Export:
         # the reader's own refusal names the file that is missing
         return read_export(settings.data_dir, require=tuple(require))
     return export
+
+
+def export_is_current(settings: Settings) -> bool:
+    """Whether a request would find the server's export read already (or there is none to
+    read): then scoring a lead reads no file and takes milliseconds."""
+    folder = Path(settings.data_dir)
+    return not folder.is_dir() or _EXPORTS.is_current(folder)
 
 
 def _history_export(settings: Settings) -> Export:

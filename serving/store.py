@@ -111,6 +111,13 @@ lead_scores = sa.Table(
     sa.Index("ix_lead_scores_lead", "lead_id"),
 )
 
+#: the statements of a score write, made once (SQLAlchemy then reuses their compiled form)
+_INSERT_BATCH = prediction_batches.insert().returning(prediction_batches.c.id)
+_SCORE_INSERTS: dict[str, tuple[sa.Insert, tuple[str, ...]]] = {
+    kind: (table.insert(), tuple(c.name for c in table.columns if c.name not in ("id", "batch_id")))
+    for kind, table in (("opportunities", deal_scores), ("leads", lead_scores))
+}
+
 forecasts = sa.Table(
     "forecasts",
     metadata,
@@ -371,6 +378,11 @@ class Store:
         """Whether this process has found (or made) the schema current already."""
         return self._ready
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is a SQLite database of this machine (no network in a write)."""
+        return self.dialect == "sqlite"
+
     def ensure_schema(self, *, migrate: bool) -> None:
         """Make sure the schema is current before first use (once per process).
 
@@ -438,10 +450,10 @@ class Store:
         ``batch.kind`` decides the table: ``opportunities`` → deal scores, ``leads`` → lead
         scores. The batch and its rows are written in one transaction.
         """
-        table = {"opportunities": deal_scores, "leads": lead_scores}.get(batch.kind)
-        if table is None:
+        prepared = _SCORE_INSERTS.get(batch.kind)
+        if prepared is None:
             raise ValueError(f"batch kind {batch.kind!r}: expected opportunities or leads")
-        names = {c.name for c in table.columns} - {"id", "batch_id"}
+        insert, names = prepared
         with self._connect(write=True) as conn:
             batch_id = self._insert_batch(conn, batch, len(rows))
             # every row carries every column: an executemany binds the same parameters per row
@@ -449,7 +461,7 @@ class Store:
                 {"batch_id": batch_id, **{k: _plain(row.get(k)) for k in names}} for row in rows
             ]
             for start in range(0, len(clean), _CHUNK):
-                conn.execute(table.insert(), clean[start : start + _CHUNK])
+                conn.execute(insert, clean[start : start + _CHUNK])
         logs.note_rows(len(rows), model=batch.model, model_version=batch.model_version)
         return batch_id
 
@@ -477,7 +489,7 @@ class Store:
     @staticmethod
     def _insert_batch(conn: Connection, batch: Batch, n_rows: int) -> int:
         result = conn.execute(
-            prediction_batches.insert().returning(prediction_batches.c.id),
+            _INSERT_BATCH,
             {
                 "kind": batch.kind,
                 "model": batch.model,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from serving import service
 from serving.deps import ChampionsDep, RequestIdDep, SettingsDep, StoreDep
@@ -43,7 +44,7 @@ def score_opportunities(
 
 
 @router.post("/score/leads", response_model=ScoreLeadsOut)
-def score_leads(
+async def score_leads(
     body: ScoreLeadsIn,
     settings: SettingsDep,
     store: StoreDep,
@@ -51,19 +52,31 @@ def score_leads(
     request_id: RequestIdDep,
 ) -> Response:
     """A lead list ranked by SQO likelihood, best first."""
-    result = service.score_lead_list(
-        settings,
-        champions.get("sqo_likelihood"),
-        store,
-        records=body.leads,
-        rules=body.rules.to_rules(),
-        as_of=body.as_of.isoformat() if body.as_of else None,
-        request_id=request_id,
-    )
-    # validated once and written as JSON here: a model handed back to FastAPI is validated
-    # again, in a second hop to a worker thread (the schema is still ScoreLeadsOut's)
-    content = ScoreLeadsOut.model_validate(result).model_dump_json()
-    return Response(content=content, media_type="application/json")
+
+    def answer() -> Response:
+        result = service.score_lead_list(
+            settings,
+            champions.get("sqo_likelihood"),
+            store,
+            records=body.leads,
+            rules=body.rules.to_rules(),
+            as_of=body.as_of.isoformat() if body.as_of else None,
+            request_id=request_id,
+        )
+        # validated once and written as JSON here: a model handed back to FastAPI is
+        # validated again (the schema is still ScoreLeadsOut's)
+        content = ScoreLeadsOut.model_validate(result).model_dump_json()
+        return Response(content=content, media_type="application/json")
+
+    few = len(body.leads) <= service.SMALL_REQUEST_ROWS
+    if few and store.is_local and service.export_is_current(settings):
+        # a few leads cost a few milliseconds of CPU and a local file write: done here, on
+        # the event loop, rather than handed to a worker thread and back (two thread
+        # switches, each of which waits for the scheduler on a busy machine; the GIL lets no
+        # two of them run at once anyway). Not when the export must be read first (seconds)
+        # or the store is across a network: those wait in a worker thread, the loop free.
+        return answer()
+    return await run_in_threadpool(answer)
 
 
 @router.post(

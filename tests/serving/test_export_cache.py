@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 
 from features import synthetic
 from features.errors import InputError
-from serving.service import server_export
+from serving.service import export_is_current, server_export
 from tests.serving.conftest import settings_for
 
 
@@ -33,3 +34,58 @@ def test_a_missing_export_is_refused_naming_it(tmp_path: Path) -> None:
     settings = settings_for("sqlite:///unused.db", tmp_path)
     with pytest.raises(InputError, match="data"):
         server_export(settings, require=("opportunities",))
+
+
+def test_a_rewrite_of_the_same_size_a_new_file_or_a_removed_one_is_seen(
+    small_simulation: synthetic.Simulation, tmp_path: Path
+) -> None:
+    """Whatever changes in the folder, the next request reads it again: never a stale export."""
+    settings = settings_for("sqlite:///unused.db", tmp_path)
+    synthetic.write_simulation(small_simulation, settings.data_dir)
+    activities = settings.data_dir / "activities.csv"
+    kept = activities.read_bytes()
+    activities.unlink()
+    first = server_export(settings)
+    assert first.activities is None
+    # a table added by the next export
+    activities.write_bytes(kept)
+    second = server_export(settings)
+    assert second is not first and second.activities is not None
+    assert server_export(settings) is second
+    # one deal's amount changed in place, the file's size the same (a later write)
+    opportunities = settings.data_dir / "opportunities.csv"
+    before = opportunities.stat()
+    header, first_row, rest = opportunities.read_text().split("\n", 2)
+    cells = first_row.split(",")
+    at = header.split(",").index("amount")
+    digit = cells[at][0]
+    cells[at] = ("2" if digit == "1" else "1") + cells[at][1:]  # the same number of digits
+    opportunities.write_text("\n".join([header, ",".join(cells), rest]))
+    os.utime(opportunities, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert opportunities.stat().st_size == before.st_size
+    third = server_export(settings)
+    assert third is not second
+    assert third.opportunities is not None and second.opportunities is not None
+    assert float(third.opportunities["amount"].iloc[0]) != float(
+        second.opportunities["amount"].iloc[0]
+    )
+    # a table removed
+    activities.unlink()
+    assert server_export(settings).activities is None
+
+
+def test_a_request_knows_whether_the_export_is_read_already(
+    small_simulation: synthetic.Simulation, tmp_path: Path
+) -> None:
+    """One lead is scored on the event loop only when no file must be read first."""
+    settings = settings_for("sqlite:///unused.db", tmp_path)
+    synthetic.write_simulation(small_simulation, settings.data_dir)
+    assert not export_is_current(settings)
+    server_export(settings)
+    assert export_is_current(settings)
+    (settings.data_dir / "activities.csv").unlink()
+    assert not export_is_current(settings)
+    server_export(settings)
+    assert export_is_current(settings)
+    # no export at all: nothing to read
+    assert export_is_current(settings_for("sqlite:///unused.db", tmp_path / "elsewhere"))
