@@ -127,6 +127,7 @@ def run(sizes: list[str] | None = None) -> list[dict[str, Any]]:
                 text=True,
             )
             child = json.loads(done.stdout.strip().splitlines()[-1])
+            load_after = os.getloadavg()[0]
             peaks[size] = child["peak_mb"]
             ratio = (n / child["seconds"]) / (n / bare)
             rows.append(
@@ -158,7 +159,7 @@ def run(sizes: list[str] | None = None) -> list[dict[str, Any]]:
                         f"{' + '.join(f'{w:,.0f}' for w in child['workers_mb']) or '0'} + "
                         f"their server {child['server_mb']:,.0f}; "
                         f"{len(child['workers_mb']) or 'no'} worker processes "
-                        f"(load average {load:.1f} before)"
+                        f"(load average {load:.1f} before, {load_after:.1f} after)"
                     ),
                 }
             )

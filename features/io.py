@@ -337,29 +337,118 @@ def read_raw(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Parse ISO 8601 dates/timestamps; aware ones converted to UTC then made naive."""
+#: the first and last days a date may fall on (what ``datetime64[ns]`` holds)
+FIRST_DAY = pd.Timestamp.min.ceil("D")
+LAST_DAY = pd.Timestamp.max.floor("D") - pd.Timedelta(days=1)
+
+
+def _to_datetime(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse ISO 8601 dates/timestamps; aware ones converted to UTC then made naive.
+
+    Returns the dates, the cells that are not dates, and the dates outside
+    :data:`FIRST_DAY` … :data:`LAST_DAY` (left missing: a year mistyped, as 1025 for 2025).
+    """
+    none = np.zeros(len(values), dtype=bool)
     if pd.api.types.is_datetime64_any_dtype(values):
         out = values
         if getattr(out.dt, "tz", None) is not None:
             out = out.dt.tz_convert("UTC").dt.tz_localize(None)
-        return out.astype(DATE_DTYPE), np.zeros(len(values), dtype=bool)
+        far = _out_of_range(out)
+        return out.mask(far).astype(DATE_DTYPE), none, far
+    plain = _plain_dates(values)
+    if plain is not None:
+        return plain, none, none
     text = values.astype("string").str.strip()
     present = text.notna().to_numpy()
     parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
     bad = present & parsed.isna().to_numpy()
-    out = parsed.dt.tz_localize(None).astype(DATE_DTYPE)
-    return out, bad
+    parsed = parsed.dt.tz_localize(None)
+    far = _out_of_range(parsed)
+    return parsed.mask(far).astype(DATE_DTYPE), bad, far
+
+
+def _out_of_range(dates: pd.Series) -> np.ndarray:
+    """The dates before :data:`FIRST_DAY` or after :data:`LAST_DAY` (naive dates)."""
+    after = LAST_DAY + pd.Timedelta(days=1)
+    return ((dates < FIRST_DAY) | (dates >= after)).to_numpy(dtype=bool)
 
 
 def _to_number(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64"), np.zeros(len(values), dtype=bool)
+    plain = _plain_numbers(values)
+    if plain is not None:
+        return plain, np.zeros(len(values), dtype=bool)
     text = values.astype("string").str.strip()
     present = text.notna().to_numpy()
     parsed = pd.to_numeric(text, errors="coerce").astype("float64")
     bad = present & parsed.isna().to_numpy()
     return parsed, bad
+
+
+# Text read by Arrow's CSV reader is typed by Arrow's kernels where they give what pandas'
+# parsers give (several times faster, no Python objects): a column whose every value has the
+# plain shape below; any other value sends the whole column to pandas, which says what is
+# wrong with it as it always has.
+
+#: digits with an optional fraction, at most 15 characters: below 2**53 as an integer, so
+#: both parsers round it once, to the same float (a sign, exponent or "nan" goes to pandas)
+_PLAIN_NUMBER = r"^[0-9]+(\.[0-9]+)?$"
+_PLAIN_NUMBER_CHARS = 15
+#: a day, optionally with a time of day to the minute or second, in years 1700-2199 (inside
+#: datetime64[ns]); Arrow refuses an impossible day or hour (2023-02-29, 24:00) and then
+#: pandas reads the column
+_PLAIN_DATE = r"^(1[7-9]|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?)?$"
+
+
+def _arrow_text(values: pd.Series) -> Any:
+    """``values`` as an Arrow array of their text, blanks trimmed; None unless they are held
+    as Arrow strings (the text columns of a CSV)."""
+    if not isinstance(values.array, pd.arrays.ArrowStringArray):
+        return None
+    import pyarrow.compute as pc
+
+    # the column's own Arrow data, not a copy (``pa.chunked_array`` would take each string
+    # for a chunk)
+    return pc.utf8_trim_whitespace(values.array.__arrow_array__())
+
+
+def _all_match(text: Any, pattern: str, *, max_chars: int | None = None) -> bool:
+    """Whether every present value of ``text`` matches ``pattern`` (an empty column does)."""
+    import pyarrow.compute as pc
+
+    shaped = pc.match_substring_regex(text, pattern)
+    if max_chars is not None:
+        shaped = pc.and_(shaped, pc.less_equal(pc.utf8_length(text), max_chars))
+    return bool(pc.all(shaped).as_py() is not False)
+
+
+def _plain_numbers(values: pd.Series) -> pd.Series | None:
+    """``values`` as float64 when every value is a plain number (:data:`_PLAIN_NUMBER`), read
+    by Arrow; None otherwise."""
+    text = _arrow_text(values)
+    if text is None or not _all_match(text, _PLAIN_NUMBER, max_chars=_PLAIN_NUMBER_CHARS):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = pc.cast(text, pa.float64()).to_numpy()
+    return pd.Series(numbers, index=values.index, name=values.name, dtype="float64")
+
+
+def _plain_dates(values: pd.Series) -> pd.Series | None:
+    """``values`` as naive datetime64[ns] when every value is a plain ISO 8601 day or time
+    (:data:`_PLAIN_DATE`) that Arrow reads; None otherwise."""
+    text = _arrow_text(values)
+    if text is None or not _all_match(text, _PLAIN_DATE):
+        return None
+    import pyarrow as pa
+
+    try:
+        stamps = text.cast(pa.timestamp("ns"))
+    except pa.ArrowInvalid:  # an impossible day or time: pandas finds and names it
+        return None
+    return pd.Series(stamps.to_numpy(), index=values.index, name=values.name, dtype=DATE_DTYPE)
 
 
 def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -377,6 +466,14 @@ def _to_bool(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
 
 
 def _to_string(values: pd.Series) -> pd.Series:
+    text = _arrow_text(values)
+    if text is not None:
+        # what the pandas steps below give, in two Arrow kernels
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kept = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+        return pd.Series(kept, index=values.index, name=values.name, dtype="string")
     if pd.api.types.is_string_dtype(values) or values.dtype == object:
         out = values.astype("string")
     else:  # numbers in a Parquet text column: keep them as their text
@@ -460,7 +557,7 @@ def coerce_table(
             out[name] = values if pd.api.types.is_numeric_dtype(values) else _to_string(values)
             continue
         if col.kind in ("date", "datetime"):
-            parsed, bad = _to_datetime(values)
+            parsed, bad, far = _to_datetime(values)
             if bad.any():
                 problems.append(
                     _problem(
@@ -469,6 +566,17 @@ def coerce_table(
                         f"{int(bad.sum())} value(s) are not dates",
                         bad,
                         expected="ISO 8601 dates such as 2026-03-14 or 2026-03-14T09:30:00",
+                    )
+                )
+            if far.any():
+                problems.append(
+                    _problem(
+                        path,
+                        name,
+                        f"{int(far.sum())} value(s) are dates before {FIRST_DAY.date()} or "
+                        f"after {LAST_DAY.date()}",
+                        far,
+                        expected="a date in the years a CRM records (a mistyped year?)",
                     )
                 )
         elif col.kind == "number":
@@ -788,7 +896,8 @@ def iter_leads_file(
     true line numbers. Checks across rows (duplicate ids, an empty list) are the caller's: it
     sees every chunk. Memory holds one chunk at a time. A CSV is parsed by Arrow's reader where
     it reads it as pandas' does (text straight into Arrow strings, several times faster), by
-    pandas' otherwise (:func:`_raw_chunks`).
+    pandas' otherwise (:func:`_raw_chunks`); a column of plain numbers, dates or text is then
+    typed by Arrow's kernels, any other by pandas' parsers (the same values either way).
 
     Raises
     ------
@@ -909,7 +1018,8 @@ def _arrow_csv_chunks(file: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             read_options=pa_csv.ReadOptions(block_size=_ARROW_BLOCK_BYTES),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
-                column_types={h: pa.string() for h in header},
+                # large strings: what pandas' Arrow-backed text holds (no cast per column)
+                column_types={h: pa.large_string() for h in header},
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,

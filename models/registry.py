@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from mlflow import MlflowClient
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Any
 
 from models import CHAMPION_ALIAS
 from pipecast.config import Settings
+
+# MLflow is imported where it is used: importing it takes over a second, which every process
+# that only scores (a lead list's worker processes, the server they are forked from) would
+# pay without ever reading the registry
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ def ensure_default_registry_dir(settings: Settings) -> None:
 
 def registry_client(settings: Settings) -> MlflowClient:
     """An MLflow client on the configured tracking server and model registry."""
+    from mlflow import MlflowClient
+
     uri = settings.mlflow_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -80,6 +85,8 @@ def champion_info(settings: Settings, name: str) -> dict[str, Any] | None:
         ``None`` when no champion is registered — including a registry that does not exist yet,
         which is left uncreated.
     """
+    from mlflow.exceptions import MlflowException
+
     db = sqlite_file(settings.mlflow_tracking_uri)
     if db is not None and not db.exists():
         return None

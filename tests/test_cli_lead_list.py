@@ -154,6 +154,29 @@ def test_a_broken_list_is_refused_before_any_model_is_needed(
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_a_mistyped_year_is_refused_with_its_line_and_nothing_written(
+    workspace: dict[str, Any], tmp_path: Path
+) -> None:
+    lines = workspace["list"].read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    cells = lines[40].split(",")
+    cells[header.index("created_at")] = "1025-05-01"  # 2025 mistyped: not a day pandas holds
+    lines[40] = ",".join(cells)
+    broken = tmp_path / "list.csv"
+    broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["score", "leads", str(broken), "--out", str(tmp_path / "o.csv")],
+        env=_env(workspace),
+    )
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "lead list" in said and "list.csv" in said and "created_at" in said
+    assert "line 41" in said or "lines 41" in said, said
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == [broken]  # no output, no spool left behind
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -366,3 +366,21 @@ def test_workers_are_used_for_a_long_list_only_when_a_core_is_free(
         if rows == len(listed):
             texts.append((tmp_path / f"out-{load}.csv").read_bytes())
     assert texts[0] == texts[1]
+
+
+def test_the_workers_server_starts_without_mlflow() -> None:
+    # every worker is forked from a server that imports the scoring code: MLflow, which only
+    # the registry's reading needs, would add over a second to each list's start
+    import subprocess
+    import sys
+
+    code = "import sys, serving.scoring; print(sorted(m for m in sys.modules if 'mlflow' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.stdout.strip() == "[]"
