@@ -19,10 +19,21 @@ tree pools every lead into the estimate of each driver. On held-back simulated l
 ranks closer to the true order: the top 30% of a list holds 96.1% of the SQOs that ranking by
 the true probabilities would put there, against 94.4% with trees that combine features (mean
 of eight simulated exports), with calibration as good.
+
+By default (``refit=True``) the trees are grown a second time on the earlier and the later
+leads together, with the number of rounds early stopping found and the calibration map fitted
+on the later leads' out-of-sample scores, as scikit-learn's ``CalibratedClassifierCV(
+ensemble=False)`` refits its classifier on every row: the most recent leads, which tell most
+about the leads to come, then shape the ranking as well as the calibration. On held-back
+simulated lists (seeds 7, 11, 13 and 21) the top 30% then holds 0.5 points more of the SQOs the
+truth expects (60.0% against 59.5% on average, better on each seed) and 0.9 points more of the
+realised ones, with the expected calibration error 0.0068 against 0.0075. Scaling the rounds up
+with the extra rows ranked no better.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +41,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.frozen import FrozenEstimator
 
 from models.close_probability import restrict_columns
 from models.lgbm import LGBMProbability, fit_calibrator
+
+log = logging.getLogger(__name__)
 
 
 class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
@@ -50,6 +64,11 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
     additive
         Each tree splits on one feature (an additive model of the log-odds, see the module
         docstring); False lets a tree combine features.
+    refit
+        After early stopping and calibration on the later leads, grow the served trees again
+        on the earlier and the later leads together with the same number of rounds, keeping the
+        calibration map (see the module docstring); False serves the trees grown on the earlier
+        leads only.
     n_estimators, learning_rate, num_leaves, min_child_samples
         LightGBM settings; ``min_child_samples`` is a ceiling, scaled down on small lead
         histories (:func:`models.lgbm.scaled_capacity`). With ``additive``, ``num_leaves`` is
@@ -67,6 +86,7 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         columns: Sequence[str] | None = None,
         calibration: str = "auto",
         additive: bool = True,
+        refit: bool = True,
         n_estimators: int = 1500,
         learning_rate: float = 0.03,
         num_leaves: int = 3,
@@ -78,6 +98,7 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         self.columns = columns
         self.calibration = calibration
         self.additive = additive
+        self.refit = refit
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -88,12 +109,20 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a champion saved before the ``additive`` option grew trees over several features
         state.setdefault("additive", False)
+        # ... and one saved before ``refit`` learned from the earlier leads only
+        state.setdefault("refit", False)
         super().__setstate__(state)
 
     def fit(
         self, X: pd.DataFrame, y: Any, *, X_cal: pd.DataFrame | None = None, y_cal: Any = None
     ) -> SQOLikelihoodModel:
-        """Fit on the earlier leads; early-stop and calibrate on the later ``(X_cal, y_cal)``."""
+        """Fit on the earlier leads; early-stop and calibrate on the later ``(X_cal, y_cal)``;
+        with ``refit``, grow the served trees again on both (:meth:`_refit_on_all`).
+
+        Each row is a lead as of its creation day, labelled by its SQO window; the later leads
+        were created after the earlier ones, so early stopping and calibration judge the trees
+        on leads they have not seen, as the next list will be.
+        """
         yv = np.asarray(y, dtype="int64")
         self.classes_ = np.array([0, 1])
         X = restrict_columns(X, self.columns)
@@ -101,16 +130,9 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
         self.feature_names_ = [str(c) for c in X.columns]
         has_cal = X_cal is not None and len(X_cal) > 0 and np.unique(np.asarray(y_cal)).size == 2
         ycal = np.asarray(y_cal, dtype="int64") if has_cal else None
-        classifier = AdditiveLGBMProbability if self.additive else LGBMProbability
-        self.clf_ = classifier(
-            categorical=self.categorical,
-            n_estimators=self.n_estimators,
-            learning_rate=self.learning_rate,
-            num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples,
-            n_jobs=self.n_jobs,
-            random_state=self.random_state,
-        ).fit(X, yv, eval_set=(X_cal, ycal) if has_cal else None)
+        self.clf_ = self._classifier(self.n_estimators).fit(
+            X, yv, eval_set=(X_cal, ycal) if has_cal else None
+        )
         self.calibrator_: Any = None
         self.calibration_method_: dict[str, str] = {}
         self.calibration_scores_: dict[str, dict[str, float]] = {}
@@ -120,7 +142,69 @@ class SQOLikelihoodModel(ClassifierMixin, BaseEstimator):
                 self.clf_, X_cal, ycal, method=self.calibration, random_state=self.random_state
             )
             self.calibration_method_["sqo"], self.calibration_scores_["sqo"] = m, s
+        self.early_stopped_rounds_ = int(self.clf_.n_iter_)
+        # set when the served trees were grown again on every lead (see _refit_on_all)
+        self.refit_rounds_: int | None = None
+        self.refit_shift_ = 0.0
+        self.refit_agreement_: float | None = None
+        if self.refit and has_cal:
+            assert X_cal is not None and ycal is not None
+            self._refit_on_all(X, yv, X_cal, ycal)
         return self
+
+    def _classifier(self, n_estimators: int) -> LGBMProbability:
+        classifier = AdditiveLGBMProbability if self.additive else LGBMProbability
+        return classifier(
+            categorical=self.categorical,
+            n_estimators=n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            n_jobs=self.n_jobs,
+            random_state=self.random_state,
+        )
+
+    def _refit_on_all(
+        self, X: pd.DataFrame, y: np.ndarray, X_cal: pd.DataFrame, y_cal: np.ndarray
+    ) -> None:
+        """Grow the served trees again on the earlier and the later leads together.
+
+        As scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does: the number of rounds
+        is the one early stopping found on the later leads, and the calibration map stays the
+        one fitted on the later leads' out-of-sample scores. The map is moved along the margin
+        by the mean change of the later leads' margins (the refitted trees have seen those
+        leads, whose rate the map already carries), and the refit is kept only when its margins
+        order the later leads as the earlier trees did (correlation at least
+        :data:`REFIT_MIN_AGREEMENT`): otherwise the map fitted on the earlier trees would not
+        describe the new ones, and the earlier trees are served.
+        """
+        earlier = self.clf_
+        whole = pd.concat([X, X_cal], ignore_index=True)
+        refitted = self._classifier(self.early_stopped_rounds_).fit(
+            whole, np.concatenate([y, y_cal])
+        )
+        r1, r2 = earlier.decision_function(X_cal), refitted.decision_function(X_cal)
+        agreement = float(np.corrcoef(r1, r2)[0, 1]) if r1.std() > 0 and r2.std() > 0 else 0.0
+        self.refit_agreement_ = agreement
+        if agreement < REFIT_MIN_AGREEMENT:
+            log.info(
+                "SQO likelihood: the trees grown on every lead score the later leads unlike the "
+                "early-stopped ones (correlation %.2f): the early-stopped trees are kept",
+                agreement,
+            )
+            return
+        shift = float(np.mean(r2 - r1))
+        if self.calibrator_ is not None:
+            if not _shift_calibration(self.calibrator_, shift):
+                return
+            # scikit-learn's own path scores through the refitted trees too, and the earlier
+            # trees are not kept
+            self.calibrator_.estimator = FrozenEstimator(refitted)
+            for part in self.calibrator_.calibrated_classifiers_:
+                part.estimator = self.calibrator_.estimator
+        self.clf_ = refitted
+        self.refit_rounds_ = int(refitted.n_iter_)
+        self.refit_shift_ = shift
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_proba_encoded(X, self.encode(X))
@@ -214,6 +298,12 @@ def encoded_matrix(encoder: Any, X: pd.DataFrame) -> np.ndarray:
     return out
 
 
+#: with ``refit``, the trees grown on every lead replace the early-stopped ones only when
+#: their margins on the later leads correlate at least this much with the early-stopped trees'
+#: (0.98-0.99 on simulated exports; near 0 when the earlier leads taught the trees nothing that
+#: holds later, as on a history whose first months are one campaign)
+REFIT_MIN_AGREEMENT = 0.9
+
 #: at most this many rows are encoded with dict look-ups and predicted on one thread: for a
 #: few leads, starting LightGBM's threads costs far more (milliseconds on a busy machine)
 #: than the prediction itself
@@ -239,6 +329,26 @@ def _level_positions(encoder: Any) -> dict[str, dict[str, float]]:
 def predict_threads(rows: int) -> dict[str, Any]:
     """LightGBM ``predict`` settings for ``rows`` rows: one thread for a small batch."""
     return {"num_threads": 1} if rows <= SMALL_BATCH else {}
+
+
+def _shift_calibration(calibrator: Any, shift: float) -> bool:
+    """Move a fitted calibration map by ``shift`` on the raw-margin axis, in place: the map
+    then gives a margin ``r + shift`` what it gave ``r``. False (nothing moved) for a map
+    this does not know."""
+    parts = getattr(calibrator, "calibrated_classifiers_", None) or []
+    maps = [c for part in parts for c in part.calibrators]
+    known = all(hasattr(m, "a_") or hasattr(m, "X_thresholds_") for m in maps)
+    if not maps or not known:
+        return False
+    for m in maps:
+        if hasattr(m, "a_"):  # sigmoid: p = expit(-(a r + b))
+            m.b_ = float(m.b_ - m.a_ * shift)
+        else:  # isotonic: the same steps, moved along the margin
+            m.X_thresholds_ = m.X_thresholds_ + shift
+            m.X_min_, m.X_max_ = m.X_min_ + shift, m.X_max_ + shift
+            # the interpolation rebuilt from the moved steps, as scikit-learn does on loading
+            m._build_f(m.X_thresholds_, m.y_thresholds_)
+    return True
 
 
 def _calibrated(calibrator: Any, raw: np.ndarray) -> np.ndarray | None:

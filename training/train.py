@@ -6,7 +6,8 @@ For each model (close probability from the opportunities, SQO likelihood from th
    date; an earlier ``--as-of`` first cuts the export there, so nothing later is seen);
 2. a time split (``training.splits``): train on the earlier slice, calibrate (and stop boosting)
    on the next, test on the last;
-3. the baselines fitted on the training slice and scored on the same test rows
+3. the baselines fitted on the training slice (for leads, on the training and calibration
+   slices, which the SQO model learns from too) and scored on the same test rows
    (``models.baselines``); with too little history a baseline *is* the model (flagged);
 4. the plain challenger (``models.plain``): the same model on the raw declared columns only,
    fitted and calibrated on the same slices; when its test Brier is lower it is the model
@@ -784,6 +785,7 @@ def _train_sqo(
         "calibration_rows": int(cal.sum()),
         "test_rows": int(test.sum()),
         "train_sqos": int(np.nansum(y[train])),
+        "calibration_sqos": int(np.nansum(y[cal])),
     }
     steps.done()
 
@@ -804,6 +806,10 @@ def _train_sqo(
             X[train], y[train].astype(int), X_cal=X[cal], y_cal=y[cal].astype(int)
         )
         report.calibration = dict(model.calibration_method_)
+        # the engineered model's trees: early-stopped on the calibration leads, then grown again
+        # on the training and calibration leads together (0 refit rounds: the early-stopped ones)
+        report.counts["early_stopped_rounds"] = int(model.early_stopped_rounds_)
+        report.counts["refit_rounds"] = int(model.refit_rounds_ or 0)
         raw = raw_lead_columns(X, export.config.features.get("leads", []))
         if raw:  # a lead list with no column of its own (only a title) has no plain model
             plain = PlainSQOModel(
@@ -818,14 +824,19 @@ def _train_sqo(
             steps.done()
             steps.done()
             return report
-        rows = train if train.sum() > 0 else np.ones(len(y), dtype=bool)
+        rows = _seen_rows(train, cal)
         model = HistoricalLeadModel().fit(X[rows], y[rows])
         if test.sum() == 0:
             test = rows
     steps.done()
 
     steps("SQO likelihood: evaluation, MLflow and gate")
-    base_rows = train if train.sum() > 0 else np.ones(len(y), dtype=bool)
+    # the baselines (the bar of the gate, and what is served when the model is refused) learn
+    # from the leads the model learned from: its trees are fitted on the training leads,
+    # early-stopped and calibrated on the calibration leads (the latest before the test slice)
+    # and grown again on both; rates of the training leads alone would be a lower bar and a
+    # staler fallback
+    base_rows = _seen_rows(train, cal)
     base = HistoricalRateBaseline(by=("source", "signal_type")).fit(X[base_rows], y[base_rows])
     overall = HistoricalRateBaseline(by=()).fit(X[base_rows], y[base_rows])
     Xt, yt = X[test], y[test]
@@ -887,6 +898,13 @@ def _train_sqo(
     )
     steps.done()
     return report
+
+
+def _seen_rows(train: np.ndarray, cal: np.ndarray) -> np.ndarray:
+    """The training and calibration leads (every lead when there are none): what the SQO
+    model and its baselines learn from, all settled before the test slice's leads."""
+    seen = train | cal
+    return seen if seen.sum() > 0 else np.ones(len(seen), dtype=bool)
 
 
 def _lead_labels(export: Export, label_date: pd.Timestamp | None) -> pd.DataFrame:

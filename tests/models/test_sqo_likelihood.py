@@ -1,6 +1,10 @@
-"""The SQO-likelihood model scores from one encoded matrix exactly as scikit-learn's path does."""
+"""The SQO-likelihood model scores from one encoded matrix exactly as scikit-learn's path does;
+its served trees are grown again on the earlier and the later leads, under the calibration map
+fitted on the later leads' out-of-sample scores."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -9,7 +13,12 @@ import pytest
 from features import labels, lead
 from features.io import Export
 from models.explain import fit_reason_tables, lead_reasons
-from models.sqo_likelihood import SMALL_BATCH, SQOLikelihoodModel, encoded_matrix
+from models.sqo_likelihood import (
+    REFIT_MIN_AGREEMENT,
+    SMALL_BATCH,
+    SQOLikelihoodModel,
+    encoded_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +180,81 @@ def test_a_champion_saved_before_the_additive_option_loads_as_it_was_grown() -> 
     y = (X["a"] + rng.normal(size=400) > 0).astype(int).to_numpy()
     model = SQOLikelihoodModel(additive=False, n_estimators=20, min_child_samples=20).fit(X, y)
     state = dict(model.__dict__)
-    del state["additive"]  # as pickled before the option existed
+    # as pickled before the options existed
+    for name in ("additive", "refit", "early_stopped_rounds_", "refit_rounds_", "refit_shift_"):
+        del state[name]
+    del state["refit_agreement_"]
     old = SQOLikelihoodModel.__new__(SQOLikelihoodModel)
     old.__setstate__(state)
     assert old.get_params()["additive"] is False
+    assert old.get_params()["refit"] is False
     again = pickle.loads(pickle.dumps(old))
     np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("calibration", ["sigmoid", "isotonic"])
+def test_the_served_trees_are_grown_again_on_every_lead_under_the_same_map(
+    table: tuple[pd.DataFrame, np.ndarray], calibration: str
+) -> None:
+    X, y = table
+    late = np.arange(len(X)) >= int(0.7 * len(X))
+    Xe, ye = X[~late].reset_index(drop=True), y[~late]
+    Xc, yc = X[late].reset_index(drop=True), y[late]
+    settings: dict[str, Any] = dict(
+        categorical=lead.categorical_columns(X),
+        n_estimators=300,
+        learning_rate=0.1,
+        min_child_samples=50,
+        calibration=calibration,
+    )
+    refit = SQOLikelihoodModel(**settings).fit(Xe, ye, X_cal=Xc, y_cal=yc)
+    early = SQOLikelihoodModel(**settings, refit=False).fit(Xe, ye, X_cal=Xc, y_cal=yc)
+    rounds = early.clf_.n_iter_
+    assert 1 < rounds < 300  # early stopping did stop
+    assert refit.early_stopped_rounds_ == early.early_stopped_rounds_ == rounds
+    assert refit.refit_rounds_ == refit.clf_.n_iter_ == rounds and early.refit_rounds_ is None
+    assert refit.refit_agreement_ is not None and refit.refit_agreement_ >= REFIT_MIN_AGREEMENT
+    # the served trees are those grown on every lead with the early-stopped number of rounds
+    again = refit._classifier(rounds).fit(pd.concat([Xe, Xc], ignore_index=True), [*ye, *yc])
+    r2 = refit.clf_.decision_function(X)
+    np.testing.assert_allclose(r2, again.decision_function(X), rtol=0, atol=1e-12)
+    assert np.abs(r2 - early.clf_.decision_function(X)).max() > 1e-3
+    # the map is the one fitted on the earlier trees' scores of the later leads, moved by the
+    # mean change of those leads' margins
+    r1_late, r2_late = early.clf_.decision_function(Xc), refit.clf_.decision_function(Xc)
+    assert refit.refit_shift_ == pytest.approx(float(np.mean(r2_late - r1_late)), abs=1e-12)
+    assert refit.refit_shift_ != 0.0
+    (part,) = early.calibrator_.calibrated_classifiers_
+    (fitted_map,) = part.calibrators
+    want = fitted_map.predict(r2 - refit.refit_shift_)
+    np.testing.assert_allclose(refit.predict_proba(X)[:, 1], want, rtol=0, atol=1e-12)
+    # the later leads' planned SQOs stay those of the calibrated earlier trees (within 2%)
+    planned = refit.predict_proba(Xc)[:, 1].sum() / early.predict_proba(Xc)[:, 1].sum()
+    assert abs(planned - 1.0) <= 0.02
+    # saved and loaded, it scores the same
+    import pickle
+
+    loaded = pickle.loads(pickle.dumps(refit))
+    np.testing.assert_allclose(loaded.predict_proba(X), refit.predict_proba(X), atol=1e-12)
+
+
+def test_trees_that_order_the_later_leads_otherwise_are_not_served() -> None:
+    """When what drove the earlier leads reverses later, the trees grown on every lead rank the
+    later leads unlike the early-stopped ones, whose calibration map would not describe them:
+    the early-stopped trees are served, as without the refit."""
+    rng = np.random.default_rng(0)
+
+    def leads(n: int, weight: float) -> tuple[pd.DataFrame, np.ndarray]:
+        X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+        p = 1.0 / (1.0 + np.exp(-(-1.5 + weight * X["a"].to_numpy())))
+        return X, (rng.random(n) < p).astype(int)
+
+    X, y = leads(3000, 1.0)
+    Xc, yc = leads(3000, -2.0)
+    settings: dict[str, Any] = dict(n_estimators=300, learning_rate=0.1, min_child_samples=20)
+    model = SQOLikelihoodModel(**settings).fit(X, y, X_cal=Xc, y_cal=yc)
+    early = SQOLikelihoodModel(**settings, refit=False).fit(X, y, X_cal=Xc, y_cal=yc)
+    assert model.refit_agreement_ is not None and model.refit_agreement_ < REFIT_MIN_AGREEMENT
+    assert model.refit_rounds_ is None and model.refit_shift_ == 0.0
+    both = pd.concat([X, Xc], ignore_index=True)
+    np.testing.assert_allclose(model.predict_proba(both), early.predict_proba(both), atol=1e-12)

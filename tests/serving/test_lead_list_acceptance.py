@@ -1,6 +1,7 @@
 """Acceptance on the simulator: a held-back list, scored, tiered and cut as a BDR team would.
 
-The model learns from the leads settled by 2026-01-01; the list is the leads created in the
+The model learns from the leads settled by 2026-01-01 (early-stopped and calibrated on the
+latest fifth of them, then grown again on all of them); the list is the leads created in the
 next six months, scored as of 2026-06-30 (the export's history cut there by the features), and
 judged against what became of them (realised SQOs, all settled by the export date) and against
 the simulator's own probabilities.
@@ -86,8 +87,8 @@ def test_the_top_of_the_list_ranks_near_the_simulators_own_ranking(
     held_back: pd.DataFrame,
 ) -> None:
     realised, expected, oracle = _top_share(held_back)
-    # measured 95.4% of the truth's ceiling (94.8-97.0% on seven other seeds; 94.0% when
-    # trees combined features)
+    # measured 95.9% of the truth's ceiling (96.3-97.1% on seeds 11, 13 and 21; 95.4% when
+    # the trees learned from the earlier leads only, 94.0% when trees combined features)
     assert expected >= 0.945 * oracle
     assert realised >= 0.55
 
@@ -95,13 +96,20 @@ def test_the_top_of_the_list_ranks_near_the_simulators_own_ranking(
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 58.4% of the "
-    "SQOs, where the simulator's truth expects it to hold 59.6%; ranking by the truth itself "
-    "would hold 62.5% expected, 61.0% realised, and by the truth without its per-lead noise "
-    "(the most any model of these columns can know) 61.6% expected. 60% realised sits at this "
-    "simulator's ceiling and a few SQOs decide it: the same recipe realises 62.4%, 60.2% and "
-    "61.8% on seeds 11, 13 and 21 (expected 60.5%, 58.5%, 59.3%), and 57.9% on the full-size "
-    "default export (expected 60.5% against a ceiling of 62.3%)",
+    reason="measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 59.9% of the "
+    "SQOs (160; 161 would make 60%), where the simulator's truth expects it to hold 59.9%; "
+    "ranking by the truth itself would hold 62.5% expected, 61.0% realised, and by the truth "
+    "without its per-lead noise (the most any model of these columns can know) 61.6% expected. "
+    "Growing the served trees again on the calibration leads took it from 58.4% (59.6% "
+    "expected); 60% realised sits at this simulator's ceiling and a few SQOs decide it: the same "
+    "recipe realises 62.8%, 61.8% and 61.8% on seeds 11, 13 and 21 (expected 61.6%, 58.8%, "
+    "59.6%), and 59.2% on the full-size default export (expected 60.8% against a ceiling of "
+    "62.3%; 57.9% and 60.5% before). LightGBM settings do not move the ranking: on seeds 7, "
+    "11, 13 and 21 the truth-expected top-30% share averages 60.0% (96.4% of the ceiling) "
+    "with cat_l2 1, feature_fraction 1, path_smooth 10, max_bin 63, learning rate 0.015 or "
+    "0.06 alike (each seed within 0.15 points; at most 15 levels per category column, so "
+    "cat_smooth 50 and max_cat_threshold 8 score seed 7 exactly as before); cat_l2 1 and path_smooth 10 "
+    "happen to realise 161 SQOs on seed 7 with no more expected, so neither was kept",
 )
 def test_the_top_of_the_list_holds_most_of_its_sqos(held_back: pd.DataFrame) -> None:
     realised, _, _ = _top_share(held_back)

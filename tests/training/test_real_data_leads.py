@@ -4,12 +4,13 @@ UCI bank marketing (outbound calls to a bank's clients; "subscribed" plays the S
 ``features.adapters.bank_marketing`` — ``duration`` dropped, since it is only known once the
 call is over — and split by date as training splits leads (``training.splits.split_leads``:
 the earliest leads train the model, the next early-stop and calibrate it, the latest judge
-it). The baseline is the historical rate by
-source × signal fitted on the training and calibration leads. The campaigns drift heavily over the 2.5 years
-(the subscription rate of the last months is several times the first months'), so no model
-fitted on the past is well calibrated on the last slice; the model should at least rank as well
-as the baseline without being worse on Brier, which it does not yet do (the strict xfail below
-says why). The figures are logged (``-o log_cli=true`` shows them).
+it). The baseline is the historical rate by source × signal fitted on the training and
+calibration leads. The campaigns drift heavily over the 2.5 years (the subscription rate of the
+last months is several times the first months'), so no model fitted on the past is well
+calibrated on the last slice; what ``pipecast train`` serves should at least rank as well as the
+baseline without being worse on Brier. The engineered model alone does not (its figures are
+logged beside the baseline's); the training gate, judging it against the same baseline, then
+serves the baseline. The figures are logged (``-o log_cli=true`` shows them).
 
 The Maven CRM import has deals only, no leads: its test says so and skips.
 """
@@ -26,12 +27,16 @@ import pytest
 
 from features import labels, lead
 from features.adapters import bank_marketing, maven_crm
-from features.io import Export
+from features.io import Export, write_export
+from models import SQO_MODEL_NAME
 from models.baselines import HistoricalLeadModel
 from models.calibration import summarize
 from models.explain import fit_reason_tables, top_reason_agreement
-from models.sqo_likelihood import SQOLikelihoodModel
+from models.registry import load_champion
+from models.sqo_likelihood import REFIT_MIN_AGREEMENT, SQOLikelihoodModel
+from pipecast.config import Settings
 from training import splits
+from training.train import run_training
 
 pytestmark = pytest.mark.real_data
 log = logging.getLogger(__name__)
@@ -126,27 +131,75 @@ def test_bank_marketing_leads_are_judged_out_of_time_without_duration(
     assert base["auc"] > 0.55 and base["top_decile_lift"] > 1.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "measured: on the date-ordered bank split the SQO model scores the latest slice with "
-        "two values (AUC 0.52, Brier 0.231 against the source x signal baseline's AUC 0.63, "
-        "Brier 0.217): the earliest slice is the first campaign, where no client had been "
-        "contacted before, so the prior campaign's outcome (the baseline's signal) never "
-        "varies in the training rows and the similar-lead rates span 1.8-2.9%; the model "
-        "splits on the contact channel alone. Leaving out the calendar-bound economic "
-        "indicators gives AUC 0.556, Brier 0.220, still short of the baseline. A training "
-        "fix (learn from the calibration slice too, start the model from the similar-lead "
-        "rate, or fall back to the baseline when the model does not beat it) turns this "
-        "test green."
-    ),
-)
-def test_bank_marketing_model_is_not_worse_than_the_baseline(
-    bank_figures: dict[str, Any],
+@pytest.fixture(scope="module")
+def bank_served(
+    real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory, bank_figures: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``pipecast train`` serves for the bank leads, read back from a fresh registry and
+    scored on the latest slice."""
+    root = tmp_path_factory.mktemp("bank-train")
+    write_export(bank_figures["export"], root / "export")
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    summary = run_training(settings, data_dir=root / "export")
+    report = summary.model(SQO_MODEL_NAME)
+    served, info = load_champion(settings, SQO_MODEL_NAME)
+    Xt, yt = bank_figures["split"]["test"]
+    got = summarize(yt, served.predict_proba(Xt)[:, 1])
+    assert info["version"] == report.champion_version
+    log.warning(
+        "bank leads served (%s, v%s): AUC %.3f  Brier %.4f  ECE %.3f; gate: %s",
+        report.baseline_champion or report.registered,
+        report.champion_version,
+        got["auc"],
+        got["brier"],
+        got["ece"],
+        report.gate.reason if report.gate is not None else "-",
+    )
+    return {"report": report, "served": served, "got": got}
+
+
+def test_bank_marketing_served_model_is_not_worse_than_the_baseline(
+    bank_figures: dict[str, Any], bank_served: dict[str, Any]
 ) -> None:
-    got, base = bank_figures["got"], bank_figures["base"]
+    """Training serves, on the latest bank leads, nothing worse than the source x signal rates
+    of the earlier leads.
+
+    The engineered model alone is worse there (logged by :func:`bank_figures`: AUC 0.52, Brier
+    0.231 against the baseline's AUC 0.63, Brier 0.217): the earliest slice is the first
+    campaign, where no client had been contacted before, so the prior campaign's outcome (the
+    baseline's signal) never varies in the training rows, and the model splits on the contact
+    channel alone. Its trees grown again on the training and calibration leads are not kept
+    (see the next test). So the gate, whose baselines learn from the training and calibration
+    leads as the model does, refuses the model and a fresh registry serves the fitted
+    baseline.
+    """
+    base, report = bank_figures["base"], bank_served["report"]
+    got = bank_served["got"]
+    metrics = report.metrics["sqo"]
+    # the gate's bar is the baseline of the training and calibration leads: the model's own
+    # figures on training's test slice, beside it
+    assert metrics["source_signal_rate"]["auc"] > 0.55
+    assert report.gate is not None
+    assert report.gate.passed == (
+        metrics["model"]["brier"] < metrics["source_signal_rate"]["brier"]
+    )
+    if not report.gate.passed:  # a fresh registry: the best baseline serves
+        assert report.champion_version == report.baseline_version is not None
     assert got["brier"] <= base["brier"] + BRIER_TOLERANCE
     assert got["auc"] >= base["auc"]
+
+
+def test_bank_marketing_trees_are_not_grown_again_when_they_would_rank_otherwise(
+    bank_figures: dict[str, Any],
+) -> None:
+    """The earliest bank leads are one campaign: the trees early-stopped on the next leads and
+    the same rounds grown on every lead order those next leads differently, so the calibration
+    map fitted for the first would not describe the second; the early-stopped trees are
+    served."""
+    model = bank_figures["model"]
+    assert model.refit_agreement_ is not None and model.refit_agreement_ < REFIT_MIN_AGREEMENT
+    assert model.refit_rounds_ is None
+    assert model.clf_.n_iter_ == model.early_stopped_rounds_
 
 
 def test_bank_marketing_reason_tables_agree_with_exact_reasons(

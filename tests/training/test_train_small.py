@@ -44,6 +44,7 @@ def test_fallback_to_baselines_that_know_time(tiny: tuple[Settings, Path]) -> No
         assert report.fallback_reason
         assert report.kind == kind
         assert report.gate is not None and report.gate.passed  # nothing else to serve yet
+        assert report.version is not None
         tags = client.get_model_version(name, report.version).tags
         assert tags["model_kind"] == kind and tags["fallback"] != "no"
 
@@ -70,3 +71,27 @@ def test_fallback_to_baselines_that_know_time(tiny: tuple[Settings, Path]) -> No
     # a second run cannot replace a champion with another fallback
     again = run_training(settings, data_dir=data)
     assert not again.model(CLOSE_MODEL_NAME).promoted
+
+
+def test_the_lead_fallback_learns_from_the_training_and_calibration_leads(
+    tmp_path: Path,
+) -> None:
+    """The SQO model learns from the training leads and, through early stopping, calibration
+    and its regrown trees, from the calibration leads: the historical rate served in its place
+    (and the baselines it is judged against) learn from both slices, the latest before the
+    test leads."""
+    synthetic.write_simulation(
+        synthetic.simulate(seed=11, n_opportunities=120, n_leads=400), tmp_path / "export"
+    )
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    report = run_training(settings, data_dir=tmp_path / "export").model(SQO_MODEL_NAME)
+    assert report.fallback_reason and report.champion_version == report.version
+    counts = report.counts
+    assert counts["calibration_rows"] > 0 and counts["test_rows"] > 0
+    model, _ = load_champion(settings, SQO_MODEL_NAME)
+    seen_rate = (counts["train_sqos"] + counts["calibration_sqos"]) / (
+        counts["train_rows"] + counts["calibration_rows"]
+    )
+    assert model.rate_.overall_rate_ == pytest.approx(seen_rate, rel=1e-12)
+    # ... which is not the training leads' rate alone on this export
+    assert counts["train_sqos"] / counts["train_rows"] != pytest.approx(seen_rate, rel=1e-3)
