@@ -16,7 +16,10 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
+from features import labels, lead
+from features.io import Export
 from models import CHAMPION_ALIAS, CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from models.sqo_likelihood import SQOLikelihoodModel
 from pipecast.config import Settings
 from serving.store import metadata
 
@@ -27,6 +30,17 @@ PROVENANCE = {
     "data_fingerprint": "sha256:0f3a",
 }
 METRICS = {"brier": 0.162, "auc": 0.781}
+
+
+def fit_small_sqo_model(export: Export, **params: Any) -> SQOLikelihoodModel:
+    """An SQO model fitted on every decided lead of ``export`` (small, fast: ``params`` are
+    the model's, e.g. ``n_estimators=60``); for tests that score lists, not judge the model."""
+    table = lead.build_training_set(export)
+    lab = labels.lead_labels(export)
+    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False)
+    X = table.loc[decided].drop(columns=["as_of"], errors="ignore").reset_index(drop=True)
+    y = lab.loc[table.index[decided], "is_sqo"].to_numpy(dtype=int)
+    return SQOLikelihoodModel(categorical=lead.categorical_columns(X), **params).fit(X, y)
 
 
 @dataclass(frozen=True)

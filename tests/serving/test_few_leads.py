@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features import labels, lead
+from features import lead
 from features.io import Export
 from models.sqo_likelihood import SQOLikelihoodModel
 from pipecast.config import Settings
@@ -21,22 +21,18 @@ from serving import lead_list, scoring, service
 from serving.champions import Champion
 from serving.lead_list import ListRules, Tiering
 from serving.store import Store, lead_scores
+from tests.serving.conftest import fit_small_sqo_model
 
 
 @pytest.fixture(scope="module")
 def sqo_model(small_export: Export) -> SQOLikelihoodModel:
-    table = lead.build_training_set(small_export)
-    lab = labels.lead_labels(small_export)
-    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False)
-    X = table.loc[decided].drop(columns=["as_of"], errors="ignore").reset_index(drop=True)
-    y = lab.loc[table.index[decided], "is_sqo"].to_numpy(dtype=int)
-    return SQOLikelihoodModel(
-        categorical=lead.categorical_columns(X),
+    return fit_small_sqo_model(
+        small_export,
         n_estimators=60,
         learning_rate=0.1,
         min_child_samples=50,
         calibration="none",
-    ).fit(X, y)
+    )
 
 
 def _leads(export: Export, rng: np.random.Generator, n: int) -> pd.DataFrame:

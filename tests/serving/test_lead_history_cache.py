@@ -6,27 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import labels, lead
+from features import lead
 from features.io import Export
 from models.sqo_likelihood import SQOLikelihoodModel
 from serving import scoring
+from tests.serving.conftest import fit_small_sqo_model
 
 
 @pytest.fixture(scope="module")
 def model(small_export: Export) -> SQOLikelihoodModel:
-    X = lead.build_training_set(small_export)
-    lab = labels.lead_labels(small_export)
-    decided = lab["decided"].reindex(X.index).to_numpy(dtype=bool, na_value=False)
-    y = lab.loc[X.index[decided], "is_sqo"].to_numpy(dtype=int)
     # trees over several features, so that the lead's score moves with its history between
     # the two days (the additive default can put both days' values in the same step)
-    return SQOLikelihoodModel(
-        categorical=lead.categorical_columns(X),
-        additive=False,
-        num_leaves=7,
-        n_estimators=60,
-        min_child_samples=50,
-    ).fit(X.loc[decided].drop(columns=["as_of"]), y)
+    return fit_small_sqo_model(
+        small_export, additive=False, num_leaves=7, n_estimators=60, min_child_samples=50
+    )
 
 
 def _one_lead(export: Export, row: int) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from serving.scoring import (
     won_stage_days,
 )
 from tests.features.test_snapshots import hand_export
+from tests.serving.conftest import fit_small_sqo_model
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +45,13 @@ def close_model(small_export: Export) -> CloseProbabilityModel:
 
 @pytest.fixture(scope="module")
 def sqo_model(small_export: Export) -> SQOLikelihoodModel:
-    table = lead.build_training_set(small_export)
-    lab = labels.lead_labels(small_export)
-    decided = lab["decided"].reindex(table.index).to_numpy(dtype=bool, na_value=False)
-    X = table.loc[decided].drop(columns=["as_of"], errors="ignore").reset_index(drop=True)
-    y = lab.loc[table.index[decided], "is_sqo"].to_numpy(dtype=int)
-    return SQOLikelihoodModel(
-        categorical=lead.categorical_columns(X),
+    return fit_small_sqo_model(
+        small_export,
         n_estimators=100,
         learning_rate=0.1,
         min_child_samples=50,
         calibration="none",
-    ).fit(X, y)
+    )
 
 
 def test_every_open_deal_gets_top_factors_and_flags(
