@@ -115,6 +115,15 @@ RATE_GROUPS: dict[str, tuple[str, ...]] = {
     "sdr_sqo_rate": ("sdr_id",),
 }
 RATE_FEATURES = tuple(RATE_GROUPS)
+#: groups of columns the SQO-likelihood model keeps only when they help it predict later leads
+#: (``models.feature_selection``): what the rest of the CRM says about the lead (its account's
+#: history, the rates of similar leads) and list columns that often carry nothing of the outcome
+OPTIONAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "account history": ACCOUNT_FEATURES,
+    "similar-lead rates": RATE_FEATURES,
+    "location": ("region", "country"),
+    "revenue": ("log_annual_revenue",),
+}
 #: prior strength k of the shrunk SQO rates
 RATE_PRIOR_STRENGTH = 20.0
 _MISSING = "<missing>"

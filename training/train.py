@@ -57,6 +57,7 @@ from models.baselines import (
     InPeriodShareBaseline,
     StageProbabilityBaseline,
 )
+from models.feature_selection import GroupSelection
 from models.plain import PlainCloseModel, PlainSQOModel, raw_lead_columns, raw_opportunity_columns
 from models.sqo_likelihood import SQOLikelihoodModel
 from models.survival import CumulativeIncidenceCloseModel, incidence_on_snapshots
@@ -123,6 +124,8 @@ class ModelReport:
     #: in-period predictions against outcomes by third of quarter, period and deal age
     #: (``training.evaluate_time.by_time``; close probability only)
     by_time: pd.DataFrame | None = None
+    #: which optional feature groups the model left out, and why (SQO likelihood only)
+    feature_groups: GroupSelection | None = None
 
     @property
     def promoted(self) -> bool:
@@ -802,10 +805,21 @@ def _train_sqo(
     model: Any
     plain: Any = None
     if too_little is None:
-        model = SQOLikelihoodModel(categorical=categorical, n_jobs=2).fit(
-            X[train], y[train].astype(int), X_cal=X[cal], y_cal=y[cal].astype(int)
+        # the account history, similar-lead rates … are kept only where they help the trees
+        # predict later leads (time folds of the training and calibration leads)
+        days = None if created is None else created.to_numpy(dtype="datetime64[ns]")
+        model = SQOLikelihoodModel(
+            categorical=categorical, optional_groups=lead_features.OPTIONAL_GROUPS, n_jobs=2
+        ).fit(
+            X[train],
+            y[train].astype(int),
+            X_cal=X[cal],
+            y_cal=y[cal].astype(int),
+            days=None if days is None or report.split != "time" else days[train],
+            days_cal=None if days is None or report.split != "time" else days[cal],
         )
         report.calibration = dict(model.calibration_method_)
+        report.feature_groups = model.feature_selection_
         # the engineered model's trees: early-stopped on the calibration leads, then grown again
         # on the training and calibration leads together (0 refit rounds: the early-stopped ones)
         report.counts["early_stopped_rounds"] = int(model.early_stopped_rounds_)
@@ -1097,6 +1111,11 @@ def _log_model_run(
                 "split": report.split,
                 **({"split_note": report.split_note} if report.split_note else {}),
                 **({"challenger": report.challenger_note} if report.challenger_note else {}),
+                **(
+                    {"feature_groups_left_out": ", ".join(report.feature_groups.dropped) or "none"}
+                    if report.feature_groups is not None and report.feature_groups.skipped is None
+                    else {}
+                ),
             }
         )
         tracking.log_table(report.evaluation, "evaluation/evaluation.csv")
@@ -1114,6 +1133,11 @@ def _log_model_run(
                 "challenger": report.challenger_note,
                 "split": report.split,
                 "split_note": report.split_note,
+                **(
+                    {"feature_groups": report.feature_groups.as_dict()}
+                    if report.feature_groups is not None
+                    else {}
+                ),
             },
             "evaluation/metrics.json",
         )
@@ -1235,6 +1259,13 @@ def render_summary(summary: TrainingSummary, console: Console) -> None:
             console.print(
                 f"[bold yellow]{report.label}: {report.split_note}[/] (train / calibrate / test "
                 "drawn at random, stratified by outcome).",
+                highlight=False,
+            )
+        if report.feature_groups is not None and report.feature_groups.dropped:
+            console.print(
+                f"{report.label}: left out {', '.join(report.feature_groups.dropped)} — the "
+                "trees predicted later leads no worse without them (time folds of the "
+                "training leads).",
                 highlight=False,
             )
         for target, by_model in report.metrics.items():

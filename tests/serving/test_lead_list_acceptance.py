@@ -24,9 +24,10 @@ TRAIN_UNTIL = pd.Timestamp("2026-01-01")
 LIST_DAY = pd.Timestamp("2026-06-30")
 
 
-@pytest.fixture(scope="module")
-def held_back() -> pd.DataFrame:
-    sim = synthetic.simulate(seed=7, n_opportunities=2000, n_leads=20000)
+def _held_back_list(seed: int) -> pd.DataFrame:
+    """The held-back list of simulated world ``seed``, scored and ruled, its workable leads
+    best first with their outcome (``sqo``) and the simulator's probability (``p_true``)."""
+    sim = synthetic.simulate(seed=seed, n_opportunities=2000, n_leads=20000)
     export = sim.export
     known = cut_export(export, TRAIN_UNTIL)
     table = lead.build_training_set(known)
@@ -45,11 +46,16 @@ def held_back() -> pd.DataFrame:
     # early-stop and calibrate on the latest fifth, as training does
     day = table.loc[decided, "as_of"].to_numpy(dtype="datetime64[ns]")
     late = day >= np.quantile(day.astype("int64"), 0.8).astype("datetime64[ns]")
-    model = SQOLikelihoodModel(categorical=lead.categorical_columns(X)).fit(
+    # and, as training does, the optional feature groups judged on time folds of these leads
+    model = SQOLikelihoodModel(
+        categorical=lead.categorical_columns(X), optional_groups=lead.OPTIONAL_GROUPS
+    ).fit(
         X[~late].reset_index(drop=True),
         y[~late],
         X_cal=X[late].reset_index(drop=True),
         y_cal=y[late],
+        days=day[~late],
+        days_cal=day[late],
     )
     assert export.leads is not None
     leads = export.leads
@@ -71,6 +77,11 @@ def held_back() -> pd.DataFrame:
     return kept
 
 
+@pytest.fixture(scope="module")
+def held_back() -> pd.DataFrame:
+    return _held_back_list(7)
+
+
 def _top_share(held_back: pd.DataFrame) -> tuple[float, float, float]:
     """Share of the list's SQOs in its top 30%: realised, expected (by the simulator's truth),
     and what ranking by the truth itself would expect (the ceiling)."""
@@ -87,39 +98,51 @@ def test_the_top_of_the_list_ranks_near_the_simulators_own_ranking(
     held_back: pd.DataFrame,
 ) -> None:
     realised, expected, oracle = _top_share(held_back)
-    # measured 95.9% of the truth's ceiling (96.3-97.1% on seeds 11, 13 and 21; 95.4% when
-    # the trees learned from the earlier leads only, 94.0% when trees combined features)
+    # measured 96.9% of the truth's ceiling (95.9% before the optional feature groups were
+    # judged; 95.4% when the trees learned from the earlier leads only, 94.0% when trees
+    # combined features)
     assert expected >= 0.945 * oracle
     assert realised >= 0.55
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 59.9% of the "
-    "SQOs (160; 161 would make 60%), where the simulator's truth expects it to hold 59.9%; "
-    "ranking by the truth itself would hold 62.5% expected, 61.0% realised, and by the truth "
-    "without its per-lead noise (the most any model of these columns can know) 61.6% expected. "
-    "Growing the served trees again on the calibration leads took it from 58.4% (59.6% "
-    "expected); 60% realised sits at this simulator's ceiling and a few SQOs decide it: the same "
-    "recipe realises 62.8%, 61.8% and 61.8% on seeds 11, 13 and 21 (expected 61.6%, 58.8%, "
-    "59.6%), and 59.2% on the full-size default export (expected 60.8% against a ceiling of "
-    "62.3%; 57.9% and 60.5% before). LightGBM settings do not move the ranking: on seeds 7, "
-    "11, 13 and 21 the truth-expected top-30% share averages 60.0% (96.4% of the ceiling) "
-    "with cat_l2 1, feature_fraction 1, path_smooth 10, max_bin 63, learning rate 0.015 or "
-    "0.06 alike (each seed within 0.15 points; at most 15 levels per category column, so "
-    "cat_smooth 50 and max_cat_threshold 8 score seed 7 exactly as before); cat_l2 1 and path_smooth 10 "
-    "happen to realise 161 SQOs on seed 7 with no more expected, so neither was kept. Nor do "
-    "learned pairwise effects (GA²M: five feature pairs chosen FAST-style by the earlier "
-    "leads' remaining error, each with trees of its own; tried and not kept): boosted on top "
-    "of the main effects, the expected share "
-    "averages 59.9% over seeds 7, 11, 13 and 21 (59.9%, 61.5%, 58.0%, 60.0%; seed 13 0.8 "
-    "points lower, seed 21 0.3 higher), grown alongside them 59.8%, against 60.0%; seed 7 "
-    "realises 159 and 158 SQOs",
-)
 def test_the_top_of_the_list_holds_most_of_its_sqos(held_back: pd.DataFrame) -> None:
-    realised, _, _ = _top_share(held_back)
+    """Measured (seed 7, 3,840 leads listed, 267 SQOs): the top 30% holds 61.0% of the SQOs
+    (163), where the simulator's truth expects 60.6% of them; ranking by the truth itself would
+    hold 62.5% expected (61.0% realised), by the truth without its per-lead noise (the most any
+    model of these columns can know) 61.6%. A few SQOs decide the line at this simulator's
+    ceiling: before the optional feature groups were judged on time folds (the model here leaves
+    out the account history, the similar-lead rates, the location and the revenue, none of which
+    the simulator's leads depend on) it held 160 (59.9%; 59.9% expected). Over sixteen seeds
+    that judgement adds 0.12 points of expected share on average (better on 10, the same on 2,
+    worse on 4 by at most 0.14 points): most of seed 7's three SQOs are this seed's luck in
+    which groups go."""
+    realised, expected, _ = _top_share(held_back)
     assert realised >= 0.60
+    assert expected >= 0.595
+
+
+@pytest.mark.slow
+def test_across_simulated_worlds_the_list_ranks_nearly_as_the_truth_does() -> None:
+    """Six more worlds, the same recipe: one list decides the 60% line by a few SQOs, so the
+    ranking itself is judged against the simulator's own, world by world.
+
+    Measured: the model's top 30% expects 96.7-97.4% of what ranking by the truth expects
+    (97.0% on average) and realises 59.6% of the SQOs on average, where ranking by the truth
+    realises 60.8% (58.2%, 61.0%, 61.3%, 62.7%, 54.6% and 67.0%: the truth itself misses 60%
+    on two of the six worlds)."""
+    ratios, realised, by_truth = [], [], []
+    for seed in (1, 2, 3, 4, 5, 6):
+        listed = _held_back_list(seed)
+        top_realised, expected, oracle = _top_share(listed)
+        ratios.append(expected / oracle)
+        realised.append(top_realised)
+        n_top = int(np.ceil(0.3 * len(listed)))
+        best = listed.nlargest(n_top, "p_true")
+        by_truth.append(best["sqo"].sum() / listed["sqo"].sum())
+    assert min(ratios) >= 0.955
+    assert np.mean(ratios) >= 0.96
+    assert np.mean(realised) >= np.mean(by_truth) - 0.02
 
 
 @pytest.mark.slow

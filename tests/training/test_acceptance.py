@@ -14,10 +14,16 @@ in-period probabilities, whose outcome is known at the period end, are judged on
 
 from __future__ import annotations
 
-import pytest
+import json
+import tempfile
+from pathlib import Path
 
-from features import synthetic
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features import lead, synthetic
 from models import CLOSE_MODEL_NAME, SQO_MODEL_NAME
+from models.registry import load_champion
 from pipecast.config import Settings
 from training.train import TrainingSummary, run_training
 
@@ -87,3 +93,30 @@ def test_both_promoted_on_a_fresh_registry(summary: TrainingSummary) -> None:
     for report in summary.models:
         assert report.gate is not None and report.gate.passed, report.gate
         assert report.version == "1"
+
+
+def test_the_sqo_model_records_which_feature_groups_it_left_out(
+    summary: TrainingSummary,
+) -> None:
+    """Optional groups judged on time folds of the training leads; the choice is the served
+    model's, and it is in the run's metrics.json and tags and in the registry's model."""
+    report = summary.model(SQO_MODEL_NAME)
+    chosen = report.feature_groups
+    assert chosen is not None and chosen.skipped is None
+    assert set(chosen.dropped) <= set(lead.OPTIONAL_GROUPS)
+    for group in chosen.dropped:
+        assert chosen.loss_change[group] <= 0.0
+    client = MlflowClient(summary.tracking_uri, registry_uri=summary.tracking_uri)
+    assert report.run_id is not None
+    run = client.get_run(report.run_id)
+    assert run.data.tags["feature_groups_left_out"] == (", ".join(chosen.dropped) or "none")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(report.run_id, "evaluation/metrics.json", tmp)
+        logged = json.loads(Path(path).read_text())["feature_groups"]
+    assert logged["dropped"] == chosen.dropped
+    assert logged["base_loss"] == pytest.approx(chosen.base_loss)
+    assert report.registered == "model"  # the engineered trees, not the plain challenger
+    settings = Settings(mlflow_tracking_uri=summary.tracking_uri)
+    model, _ = load_champion(settings, SQO_MODEL_NAME)
+    left_out = {c for g in chosen.dropped for c in lead.OPTIONAL_GROUPS[g]}
+    assert model.feature_names_ and not left_out & set(model.feature_names_)

@@ -147,13 +147,14 @@ def bank_served(
     got = summarize(yt, served.predict_proba(Xt)[:, 1])
     assert info["version"] == report.champion_version
     log.warning(
-        "bank leads served (%s, v%s): AUC %.3f  Brier %.4f  ECE %.3f; gate: %s",
+        "bank leads served (%s, v%s): AUC %.3f  Brier %.4f  ECE %.3f; gate: %s; feature groups: %s",
         report.baseline_champion or report.registered,
         report.champion_version,
         got["auc"],
         got["brier"],
         got["ece"],
         report.gate.reason if report.gate is not None else "-",
+        report.feature_groups.as_dict() if report.feature_groups is not None else "-",
     )
     return {"report": report, "served": served, "got": got}
 
