@@ -631,8 +631,10 @@ def score_lead_list(
     as_of: str | None = None,
     rules: ListRules | None = None,
     request_id: str | None = None,
+    history: Export | None = None,
 ) -> dict[str, Any]:
-    """``POST /score/leads``: posted leads ranked best first (see :func:`rank_leads`)."""
+    """``POST /score/leads``: posted leads ranked best first (see :func:`rank_leads`);
+    ``history`` as there (e.g. :func:`current_export`, already checked by the caller)."""
     check_rows(len(records), settings, "leads to score")
     table, summary, day, rows = _rank_leads(
         settings,
@@ -642,7 +644,7 @@ def score_lead_list(
         as_of=as_of,
         rules=rules,
         request_id=request_id,
-        history=None,
+        history=history,
         as_records=True,
     )
     return {
@@ -725,12 +727,15 @@ class _ExportCache:
             self._entries[folder] = (key, export)
             return export
 
-    def is_current(self, folder: Path) -> bool:
-        """Whether ``folder``'s export is read and none of its files changed since."""
+    def current(self, folder: Path) -> Export | None:
+        """``folder``'s export when it is read and none of its files changed since, else None
+        (one scan of the folder)."""
         folder = folder.resolve()
         with self._lock:
             cached = self._entries.get(folder)
-        return cached is not None and cached[0] == _folder_signature(folder)
+        if cached is not None and cached[0] == _folder_signature(folder):
+            return cached[1]
+        return None
 
 
 def _folder_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -762,11 +767,21 @@ def server_export(settings: Settings, *, require: Sequence[str] = ()) -> Export:
     return export
 
 
+def current_export(settings: Settings) -> Export | None:
+    """The history a lead request would use, when it needs no file read: the server's export
+    read already and unchanged, or an empty one when there is no export folder. None when the
+    export must be read (again) first. Scoring a few leads with it takes milliseconds, and the
+    folder is scanned once per request (this is the scan)."""
+    folder = Path(settings.data_dir)
+    if not folder.is_dir():
+        return Export(config=DatasetConfig())
+    return _EXPORTS.current(folder)
+
+
 def export_is_current(settings: Settings) -> bool:
     """Whether a request would find the server's export read already (or there is none to
     read): then scoring a lead reads no file and takes milliseconds."""
-    folder = Path(settings.data_dir)
-    return not folder.is_dir() or _EXPORTS.is_current(folder)
+    return current_export(settings) is not None
 
 
 def _history_export(settings: Settings) -> Export:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from features.io import Export
 from serving import service
 from serving.deps import ChampionsDep, RequestIdDep, SettingsDep, StoreDep
 from serving.schemas import (
@@ -53,7 +54,7 @@ async def score_leads(
 ) -> Response:
     """A lead list ranked by SQO likelihood, best first."""
 
-    def answer() -> Response:
+    def answer(history: Export | None = None) -> Response:
         result = service.score_lead_list(
             settings,
             champions.get("sqo_likelihood"),
@@ -62,6 +63,7 @@ async def score_leads(
             rules=body.rules.to_rules(),
             as_of=body.as_of.isoformat() if body.as_of else None,
             request_id=request_id,
+            history=history,
         )
         # validated once and written as JSON here: a model handed back to FastAPI is
         # validated again (the schema is still ScoreLeadsOut's)
@@ -69,13 +71,15 @@ async def score_leads(
         return Response(content=content, media_type="application/json")
 
     few = len(body.leads) <= service.SMALL_REQUEST_ROWS
-    if few and store.is_local and service.export_is_current(settings):
+    ready = service.current_export(settings) if few and store.is_local else None
+    if ready is not None:
         # a few leads cost a few milliseconds of CPU and a local file write: done here, on
         # the event loop, rather than handed to a worker thread and back (two thread
         # switches, each of which waits for the scheduler on a busy machine; the GIL lets no
         # two of them run at once anyway). Not when the export must be read first (seconds)
         # or the store is across a network: those wait in a worker thread, the loop free.
-        return answer()
+        # The export just checked is the one scored with (the folder is scanned once).
+        return answer(ready)
     return await run_in_threadpool(answer)
 
 

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from features import synthetic
 from features.errors import InputError
-from serving.service import export_is_current, server_export
-from tests.serving.conftest import settings_for
+from serving import service
+from serving.app import create_app
+from serving.service import current_export, export_is_current, server_export
+from tests.serving.conftest import ScoringSetup, settings_for
 
 
 def test_the_export_is_read_again_only_when_a_file_changes(
@@ -89,3 +92,46 @@ def test_a_request_knows_whether_the_export_is_read_already(
     assert export_is_current(settings)
     # no export at all: nothing to read
     assert export_is_current(settings_for("sqlite:///unused.db", tmp_path / "elsewhere"))
+
+
+def test_the_current_export_is_the_one_read_and_none_once_a_file_changed(
+    small_simulation: synthetic.Simulation, tmp_path: Path
+) -> None:
+    settings = settings_for("sqlite:///unused.db", tmp_path)
+    synthetic.write_simulation(small_simulation, settings.data_dir)
+    assert current_export(settings) is None  # not read yet
+    read = server_export(settings)
+    assert current_export(settings) is read
+    (settings.data_dir / "activities.csv").unlink()
+    assert current_export(settings) is None
+    # no export folder at all: an empty history, nothing to read
+    empty = current_export(settings_for("sqlite:///unused.db", tmp_path / "elsewhere"))
+    assert empty is not None and not empty.tables()
+
+
+def test_a_few_posted_leads_scan_the_export_folder_once(
+    scoring_setup: ScoringSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request checks the folder once and scores with the export it found current."""
+    settings = settings_for(scoring_setup.registry_uri, tmp_path, data_dir=scoring_setup.data_dir)
+    leads = pd.read_csv(scoring_setup.data_dir / "leads.csv", dtype=str).head(2)
+    records = [
+        {k: v for k, v in row.items() if k in ("lead_id", "account_id", "source", "title")}
+        for row in leads.to_dict(orient="records")
+    ]
+    scans: list[Path] = []
+    real = service._folder_signature
+
+    def counted(folder: Path) -> tuple[tuple[str, int, int], ...]:
+        scans.append(folder)
+        return real(folder)
+
+    with TestClient(create_app(settings)) as client:
+        body = {"leads": records, "as_of": scoring_setup.as_of}
+        first = client.post("/score/leads", json=body)  # reads the export
+        assert first.status_code == 200, first.text
+        monkeypatch.setattr(service, "_folder_signature", counted)
+        again = client.post("/score/leads", json=body)
+        assert again.status_code == 200, again.text
+    assert len(scans) == 1
+    assert again.json()["leads"] == first.json()["leads"]
