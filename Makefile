@@ -27,8 +27,8 @@ test: $(STAMP) ## Run the whole test suite
 test-fast: $(STAMP) ## Run the fast tests only (no slow, real-data or PostgreSQL tests)
 	$(BIN)/pytest -q -m "not slow and not real_data and not postgres"
 
-lint: $(STAMP) ## ruff and mypy on the packages
-	$(BIN)/ruff check pipecast features models training serving tests && $(BIN)/mypy
+lint: $(STAMP) ## ruff (lint and format check) and mypy on the packages
+	$(BIN)/ruff check pipecast features models training serving tests && $(BIN)/ruff format --check pipecast features models training serving tests benchmarks && $(BIN)/mypy
 
 bench: $(STAMP) ## Print speed and memory figures (features, training)
 	$(BIN)/python -m benchmarks.run

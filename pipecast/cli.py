@@ -350,9 +350,7 @@ def features(
     if snapshots:
         known = as_known_at(export, when)
         table = (
-            lead_training_table(known)
-            if leads
-            else opportunity_training_table(known, freq=every)
+            lead_training_table(known) if leads else opportunity_training_table(known, freq=every)
         )
     else:
         table = build_leads(export, as_of=when) if leads else build_opps(export, as_of=when)
@@ -690,7 +688,8 @@ def report_calibration(
         str | None, typer.Option("--segment", help="Only predictions of this segment.")
     ] = None,
     bins: Annotated[
-        int, typer.Option("--bins", min=2, max=50, help="Probability bins of the reliability table.")
+        int,
+        typer.Option("--bins", min=2, max=50, help="Probability bins of the reliability table."),
     ] = 10,
 ) -> None:
     """The calibration page offline: stored predictions against the outcomes known so far."""

@@ -176,4 +176,3 @@ def test_without_a_champion_says_to_train(workspace: Workspace, tmp_path: Path) 
     )
     assert got.exit_code == 2, got.output
     assert "train" in got.output
-

@@ -14,7 +14,9 @@ from features.periods import quarter_end_days
 
 CLOSED = {"Closed Won", "Closed Lost"}
 #: every deal is decided this long after creation (the oldest open age is 56 weeks + one)
-DECIDED_AFTER = pd.Timedelta(days=7 * (max(p.max_age for p in synthetic.SEGMENT_PROCESSES.values()) + 3))
+DECIDED_AFTER = pd.Timedelta(
+    days=7 * (max(p.max_age for p in synthetic.SEGMENT_PROCESSES.values()) + 3)
+)
 
 
 def _history_sorted(export: Export) -> pd.DataFrame:
@@ -53,7 +55,9 @@ def test_same_seed_same_export(small_simulation: synthetic.Simulation) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_export_round_trips(small_simulation: synthetic.Simulation, tmp_path: Path, fmt: str) -> None:
+def test_export_round_trips(
+    small_simulation: synthetic.Simulation, tmp_path: Path, fmt: str
+) -> None:
     out = tmp_path / "export"
     synthetic.write_simulation(small_simulation, out, fmt=fmt)
     back = read_export(out)
@@ -64,9 +68,12 @@ def test_export_round_trips(small_simulation: synthetic.Simulation, tmp_path: Pa
     assert back.config.fiscal_year_start_month == 2
     assert back.config.sqo_window_days == 90
     assert [(s.name, s.probability, s.won, s.lost) for s in back.config.stages] == [
-        ("Discovery", 0.10, False, False), ("Solution", 0.25, False, False),
-        ("Proposal", 0.50, False, False), ("Negotiation", 0.75, False, False),
-        ("Closed Won", 1.0, True, False), ("Closed Lost", 0.0, False, True),
+        ("Discovery", 0.10, False, False),
+        ("Solution", 0.25, False, False),
+        ("Proposal", 0.50, False, False),
+        ("Negotiation", 0.75, False, False),
+        ("Closed Won", 1.0, True, False),
+        ("Closed Lost", 0.0, False, True),
     ]
     for name in ("leads", "opportunity_snapshots", "opportunities"):
         assert (out / "truth" / f"{name}.{fmt}").is_file()
@@ -149,12 +156,17 @@ def test_activities_and_leads_follow_the_contract(small_export: Export) -> None:
     assert not la["lead_id"].isin(leads.loc[leads["do_not_contact"].fillna(False), "lead_id"]).any()
     # leads: meeting after creation, SQO after the meeting, nothing after export
     assert leads["lead_id"].is_unique
-    assert (leads["meeting_at"].dropna() >= leads.loc[leads["meeting_at"].notna(), "created_at"]).all()
+    assert (
+        leads["meeting_at"].dropna() >= leads.loc[leads["meeting_at"].notna(), "created_at"]
+    ).all()
     has_sqo = leads["sqo_at"].notna()
     assert leads.loc[has_sqo, "meeting_at"].notna().all()
     assert (leads.loc[has_sqo, "sqo_at"] >= leads.loc[has_sqo, "meeting_at"]).all()
     assert (leads[["created_at", "meeting_at", "sqo_at"]].max() <= small_export.exported_at).all()
-    assert (leads["last_contacted_at"].dropna() < leads.loc[leads["last_contacted_at"].notna(), "created_at"]).all()
+    assert (
+        leads["last_contacted_at"].dropna()
+        < leads.loc[leads["last_contacted_at"].notna(), "created_at"]
+    ).all()
     assert 0 < leads["do_not_contact"].sum() < 0.05 * len(leads)
     assert leads["signal_type"].isna().any() and leads["signal_type"].notna().any()
 
@@ -171,7 +183,9 @@ def test_truth_is_well_formed(small_simulation: synthetic.Simulation) -> None:
     assert (snaps["p_win_by_next_quarter_end"] <= snaps["p_win"] + eps).all()
     assert truth_opps["p_win_at_creation"].between(0, 1).all()
     assert truth_leads["p_sqo"].between(0, 1).all()
-    assert (truth_leads.loc[export.leads["do_not_contact"].to_numpy(dtype=bool), "p_sqo"] == 0).all()
+    assert (
+        truth_leads.loc[export.leads["do_not_contact"].to_numpy(dtype=bool), "p_sqo"] == 0
+    ).all()
     assert set(truth_opps["opportunity_id"]) == set(o["opportunity_id"])
     assert list(truth_leads["lead_id"]) == list(export.leads["lead_id"])
     # a snapshot on every Sunday on which the deal is open at the end of the day, up to export
@@ -187,15 +201,22 @@ def test_truth_is_well_formed(small_simulation: synthetic.Simulation) -> None:
         if d <= export.exported_at
     ]
     expected = pd.DataFrame(sundays, columns=["opportunity_id", "as_of"])
-    got = snaps[["opportunity_id", "as_of"]].sort_values(["opportunity_id", "as_of"], ignore_index=True)
-    pd.testing.assert_frame_equal(got, expected.sort_values(["opportunity_id", "as_of"], ignore_index=True),
-                                  check_dtype=False)
+    got = snaps[["opportunity_id", "as_of"]].sort_values(
+        ["opportunity_id", "as_of"], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(
+        got, expected.sort_values(["opportunity_id", "as_of"], ignore_index=True), check_dtype=False
+    )
     # the stage in the truth is the stage the history shows at the end of that day
     h = _history_sorted(export)
     cut = pd.merge_asof(
-        snaps.assign(at=snaps["as_of"] + pd.Timedelta(hours=23, minutes=59, seconds=59)).sort_values("at"),
+        snaps.assign(
+            at=snaps["as_of"] + pd.Timedelta(hours=23, minutes=59, seconds=59)
+        ).sort_values("at"),
         h.rename(columns={"stage": "history_stage"}).sort_values("changed_at"),
-        left_on="at", right_on="changed_at", by="opportunity_id",
+        left_on="at",
+        right_on="changed_at",
+        by="opportunity_id",
     )
     assert (cut["stage"] == cut["history_stage"]).all()
     # a deal's eventual win probability at the last open Sunday before a quarter end is at least
@@ -214,8 +235,15 @@ def test_truth_matches_a_brute_force_simulation() -> None:
     cal = synthetic._Calendar.build(19950, 20300 + 7 * (process.max_age + 4))
     lives = synthetic._live(process, np.random.default_rng(1), cal, created, quality, start)
     _, _, _, at_creation = synthetic._truth(process, cal, created, quality, start, lives)
-    wins = np.mean([synthetic._live(process, np.random.default_rng(100 + r), cal, created, quality, start).won
-                    for r in range(300)], axis=0)
+    wins = np.mean(
+        [
+            synthetic._live(
+                process, np.random.default_rng(100 + r), cal, created, quality, start
+            ).won
+            for r in range(300)
+        ],
+        axis=0,
+    )
     assert abs(at_creation.mean() - wins.mean()) < 0.01
     assert np.abs(at_creation - wins).mean() < 0.035  # 300 draws: sd of a per-deal mean ≤ 0.029
 
@@ -237,13 +265,17 @@ def test_describe_and_progress(small_simulation: synthetic.Simulation) -> None:
 
 
 @pytest.fixture(scope="session")
-def default_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Export, dict[str, pd.DataFrame]]:
+def default_export(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Export, dict[str, pd.DataFrame]]:
     out = tmp_path_factory.mktemp("simulated") / "export"
     synthetic.write_simulation(synthetic.simulate(), out)
     export = read_export(out)
     truth = {
         "opportunities": pd.read_csv(out / "truth" / "opportunities.csv"),
-        "opportunity_snapshots": pd.read_csv(out / "truth" / "opportunity_snapshots.csv", parse_dates=["as_of"]),
+        "opportunity_snapshots": pd.read_csv(
+            out / "truth" / "opportunity_snapshots.csv", parse_dates=["as_of"]
+        ),
         "leads": pd.read_csv(out / "truth" / "leads.csv"),
     }
     return export, truth
@@ -273,8 +305,13 @@ def test_default_export_size(default_export: tuple[Export, dict[str, pd.DataFram
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("segment", "lo", "hi"), [("SMB", 0.30, 0.50), ("Mid-Market", 0.20, 0.35), ("Enterprise", 0.10, 0.25)])
-def test_band_sqo_to_won(default_export: tuple[Export, dict[str, pd.DataFrame]], segment: str, lo: float, hi: float) -> None:
+@pytest.mark.parametrize(
+    ("segment", "lo", "hi"),
+    [("SMB", 0.30, 0.50), ("Mid-Market", 0.20, 0.35), ("Enterprise", 0.10, 0.25)],
+)
+def test_band_sqo_to_won(
+    default_export: tuple[Export, dict[str, pd.DataFrame]], segment: str, lo: float, hi: float
+) -> None:
     cohort = _decided_cohort(*default_export)
     deals = cohort.loc[cohort["segment"] == segment]
     assert len(deals) > 500
@@ -282,8 +319,12 @@ def test_band_sqo_to_won(default_export: tuple[Export, dict[str, pd.DataFrame]],
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("segment", "lo", "hi"), [("SMB", 14, 30), ("Mid-Market", 30, 60), ("Enterprise", 60, 180)])
-def test_band_days_to_won(default_export: tuple[Export, dict[str, pd.DataFrame]], segment: str, lo: int, hi: int) -> None:
+@pytest.mark.parametrize(
+    ("segment", "lo", "hi"), [("SMB", 14, 30), ("Mid-Market", 30, 60), ("Enterprise", 60, 180)]
+)
+def test_band_days_to_won(
+    default_export: tuple[Export, dict[str, pd.DataFrame]], segment: str, lo: int, hi: int
+) -> None:
     cohort = _decided_cohort(*default_export)
     won = cohort.loc[(cohort["segment"] == segment) & (cohort["status"] == "won")]
     days = (won["closed_at"] - won["created_at"]).dt.days.median()
@@ -339,7 +380,11 @@ def test_pipeline_coverage(default_export: tuple[Export, dict[str, pd.DataFrame]
     assert o is not None
     quarter = quarter_end_days(o["closed_at"], 2)
     this_quarter_end = quarter_end_days(pd.Series([export.exported_at]), 2).iloc[0]
-    past = (o["status"] == "won") & (quarter < this_quarter_end) & (quarter >= this_quarter_end - pd.DateOffset(years=1))
+    past = (
+        (o["status"] == "won")
+        & (quarter < this_quarter_end)
+        & (quarter >= this_quarter_end - pd.DateOffset(years=1))
+    )
     bookings = o.loc[past, "amount"].sum() / 4
     fate = truth["opportunities"].set_index("opportunity_id")["final_status"]
     stale = o["opportunity_id"].map(fate).eq("stale").to_numpy(dtype=bool)
@@ -373,20 +418,28 @@ def test_truth_p_win_is_honest(default_export: tuple[Export, dict[str, pd.DataFr
         p = g["p_win"].to_numpy()
         sd = float(np.sqrt((p * (1 - p)).sum()) / len(p))
         assert _close_to((g["status"] == "won").mean(), p.mean(), sd, slack=0.01)
-    at_creation = truth["opportunities"].merge(cohort[["opportunity_id", "status"]], on="opportunity_id")
+    at_creation = truth["opportunities"].merge(
+        cohort[["opportunity_id", "status"]], on="opportunity_id"
+    )
     p = at_creation["p_win_at_creation"].to_numpy()
     sd = float(np.sqrt((p * (1 - p)).sum()) / len(p))
     assert _close_to((at_creation["status"] == "won").mean(), p.mean(), sd)
 
 
 @pytest.mark.slow
-def test_truth_p_win_by_quarter_end_is_honest(default_export: tuple[Export, dict[str, pd.DataFrame]]) -> None:
+def test_truth_p_win_by_quarter_end_is_honest(
+    default_export: tuple[Export, dict[str, pd.DataFrame]],
+) -> None:
     """At each deal's first snapshot: P(won by this / next quarter end) against what happened."""
     export, truth = default_export
     o = export.opportunities
     assert o is not None
     snaps = truth["opportunity_snapshots"]
-    first = snaps.groupby("opportunity_id").head(1).merge(o[["opportunity_id", "status", "closed_at"]], on="opportunity_id")
+    first = (
+        snaps.groupby("opportunity_id")
+        .head(1)
+        .merge(o[["opportunity_id", "status", "closed_at"]], on="opportunity_id")
+    )
     q1 = quarter_end_days(first["as_of"], 2)
     q2 = quarter_end_days(q1 + pd.Timedelta(days=1), 2)
     for col, end in (("p_win_by_quarter_end", q1), ("p_win_by_next_quarter_end", q2)):

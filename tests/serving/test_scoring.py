@@ -31,15 +31,35 @@ def test_periods_relative_to_as_of() -> None:
     assert period_days(q, as_of) == (-9, 82)
     model, X = _model_and_features()
     now = score_opportunities(model, X, as_of=as_of, period=q, model_version="3")
-    assert list(now.columns) == ["opportunity_id", "p_win", "p_win_in_period", "expected_value", "flags", "top_factors", "model_version"]
+    assert list(now.columns) == [
+        "opportunity_id",
+        "p_win",
+        "p_win_in_period",
+        "expected_value",
+        "flags",
+        "top_factors",
+        "model_version",
+    ]
     assert (now["p_win_in_period"] <= now["p_win"] + 1e-12).all()
-    np.testing.assert_allclose(now["expected_value"], X.loc[now["opportunity_id"], "amount"].to_numpy() * now["p_win_in_period"])
+    np.testing.assert_allclose(
+        now["expected_value"],
+        X.loc[now["opportunity_id"], "amount"].to_numpy() * now["p_win_in_period"],
+    )
     past = Period(pd.Timestamp("2026-02-01"), pd.Timestamp("2026-04-30"), "2026-Q1")
-    assert (score_opportunities(model, X, as_of=as_of, period=past, model_version="3")["p_win_in_period"] == 0).all()
+    assert (
+        score_opportunities(model, X, as_of=as_of, period=past, model_version="3")[
+            "p_win_in_period"
+        ]
+        == 0
+    ).all()
     whole = Period(pd.Timestamp("2026-05-01"), pd.Timestamp("2026-10-31"), "h2")
     later = Period(pd.Timestamp("2026-08-01"), pd.Timestamp("2026-10-31"), "next")
-    a = score_opportunities(model, X, as_of=as_of, period=whole, model_version="3")["p_win_in_period"]
-    b = score_opportunities(model, X, as_of=as_of, period=later, model_version="3")["p_win_in_period"]
+    a = score_opportunities(model, X, as_of=as_of, period=whole, model_version="3")[
+        "p_win_in_period"
+    ]
+    b = score_opportunities(model, X, as_of=as_of, period=later, model_version="3")[
+        "p_win_in_period"
+    ]
     np.testing.assert_allclose(a, now["p_win_in_period"] + b, atol=1e-12)
 
 
