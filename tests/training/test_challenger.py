@@ -1,4 +1,5 @@
-"""The plain challenger decision and how the summary shows it, the test slice by month."""
+"""The plain challenger decision and how the summary shows it (with the feature groups left
+out), the test slice by month."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from models.feature_selection import GroupSelection
 from training import evaluate
 from training.train import ModelReport, TrainingSummary, _choose_challenger, render_summary
 
@@ -99,3 +101,32 @@ def test_summary_shows_the_challenger_the_months_and_a_random_split() -> None:
     assert "no dates: a random split; these figures cannot show drift" in text
     assert "plain LightGBM" in text and "the plain model is the one registered" in text
     assert "test slice by month" in text and "2026-04" in text
+
+
+def test_the_summary_says_which_feature_groups_the_model_left_out() -> None:
+    report = ModelReport("pipecast-sqo", "SQO likelihood")
+    report.feature_groups = GroupSelection(
+        ["industry", "source"],
+        dropped=["location", "similar-lead rates"],
+        loss_change={"location": -0.0004, "similar-lead rates": -0.0001, "revenue": 0.0002},
+        base_loss=0.21,
+    )
+    summary = TrainingSummary(
+        data_dir=Path("export"),
+        as_of=pd.Timestamp("2026-11-01"),
+        run_id="r",
+        fingerprint="f",
+        models=[report],
+        seconds=1.0,
+        tracking_uri="sqlite:///x.db",
+    )
+    console = Console(record=True, width=200)
+    render_summary(summary, console)
+    text = console.export_text()
+    assert "SQO likelihood: left out location, similar-lead rates" in text
+    assert "revenue" not in text  # a kept group is not named
+    # nothing left out: nothing said
+    report.feature_groups = GroupSelection(["industry"], loss_change={"revenue": 0.0002})
+    console = Console(record=True, width=200)
+    render_summary(summary, console)
+    assert "left out" not in console.export_text()
