@@ -85,18 +85,7 @@ def test_summary_shows_the_challenger_the_months_and_a_random_split() -> None:
     first = months == "2026-01"
     brier = np.mean((preds["model"][first] - y[first]) ** 2)
     assert report.by_month.loc[0, "model_brier"] == pytest.approx(brier)
-    summary = TrainingSummary(
-        data_dir=Path("export"),
-        as_of=None,
-        run_id="r",
-        fingerprint="f",
-        models=[report],
-        seconds=1.0,
-        tracking_uri="sqlite:///x.db",
-    )
-    console = Console(record=True, width=200)
-    render_summary(summary, console)
-    text = console.export_text()
+    text = _rendered(report, as_of=None)
     assert "(no dates)" in text
     assert "no dates: a random split; these figures cannot show drift" in text
     assert "plain LightGBM" in text and "the plain model is the one registered" in text
@@ -111,9 +100,19 @@ def test_the_summary_says_which_feature_groups_the_model_left_out() -> None:
         loss_change={"location": -0.0004, "similar-lead rates": -0.0001, "revenue": 0.0002},
         base_loss=0.21,
     )
+    text = _rendered(report, as_of=pd.Timestamp("2026-11-01"))
+    assert "SQO likelihood: left out location, similar-lead rates" in text
+    assert "revenue" not in text  # a kept group is not named
+    # nothing left out: nothing said
+    report.feature_groups = GroupSelection(["industry"], loss_change={"revenue": 0.0002})
+    assert "left out" not in _rendered(report, as_of=pd.Timestamp("2026-11-01"))
+
+
+def _rendered(report: ModelReport, *, as_of: pd.Timestamp | None) -> str:
+    """What ``pipecast train`` prints for a run of this one model."""
     summary = TrainingSummary(
         data_dir=Path("export"),
-        as_of=pd.Timestamp("2026-11-01"),
+        as_of=as_of,
         run_id="r",
         fingerprint="f",
         models=[report],
@@ -122,11 +121,4 @@ def test_the_summary_says_which_feature_groups_the_model_left_out() -> None:
     )
     console = Console(record=True, width=200)
     render_summary(summary, console)
-    text = console.export_text()
-    assert "SQO likelihood: left out location, similar-lead rates" in text
-    assert "revenue" not in text  # a kept group is not named
-    # nothing left out: nothing said
-    report.feature_groups = GroupSelection(["industry"], loss_change={"revenue": 0.0002})
-    console = Console(record=True, width=200)
-    render_summary(summary, console)
-    assert "left out" not in console.export_text()
+    return console.export_text()
