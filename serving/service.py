@@ -533,6 +533,7 @@ def _rank_leads(
     request_id: str | None,
     history: Export | None,
     as_records: bool,
+    wait: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any], pd.Timestamp, list[dict[str, Any]] | None]:
     """:func:`rank_leads`, and with ``as_records`` the ranked list's JSON-ready rows too
     (:func:`_records`): the stored rows are then taken from them, for a few leads one
@@ -552,7 +553,7 @@ def _rank_leads(
     records = _records(table) if as_records else None
     if records is not None:
         rows = [_stored_lead(r, week) for r in records]
-        _save_lead_scores(store, champion, day, request_id, rows)
+        _save_lead_scores(store, champion, day, request_id, rows, wait=wait)
         return table, summary, day, records
     # each lead's segment as its list gives it, looked up by id (the ids are unique): a plain
     # dict, where re-indexing a series costs a millisecond for a single lead
@@ -607,6 +608,8 @@ def _save_lead_scores(
     day: pd.Timestamp,
     request_id: str | None,
     rows: list[dict[str, Any]],
+    *,
+    wait: bool = True,
 ) -> None:
     store.save_scores(
         Batch(
@@ -619,6 +622,7 @@ def _save_lead_scores(
             request_id=request_id,
         ),
         rows,
+        wait=wait,
     )
 
 
@@ -632,9 +636,12 @@ def score_lead_list(
     rules: ListRules | None = None,
     request_id: str | None = None,
     history: Export | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     """``POST /score/leads``: posted leads ranked best first (see :func:`rank_leads`);
-    ``history`` as there (e.g. :func:`current_export`, already checked by the caller)."""
+    ``history`` as there (e.g. :func:`current_export`, already checked by the caller).
+    ``wait=False``: a SQLite store another process is writing to is not waited for
+    (``StoreBusy``, nothing stored; see ``Store.save_scores``)."""
     check_rows(len(records), settings, "leads to score")
     table, summary, day, rows = _rank_leads(
         settings,
@@ -646,6 +653,7 @@ def score_lead_list(
         request_id=request_id,
         history=history,
         as_records=True,
+        wait=wait,
     )
     return {
         "as_of": day.date(),

@@ -46,6 +46,9 @@ _MIGRATION_LOCK = 0x70697065  # "pipe"
 #: rows per INSERT statement (SQLite allows 32766 bound values per statement)
 _CHUNK = 500
 
+#: how long a ``wait=False`` write waits for another writer of a SQLite store (seconds)
+NO_WAIT_SECONDS = 0.005
+
 metadata = sa.MetaData()
 
 prediction_batches = sa.Table(
@@ -187,6 +190,11 @@ class StoreUnavailable(Unavailable):
     component = "prediction store"
 
 
+class StoreBusy(StoreUnavailable):
+    """A write that was asked not to wait found another process writing to the SQLite store
+    (``save_scores(..., wait=False)``); nothing of it was written."""
+
+
 @dataclass(frozen=True)
 class DealOutcome:
     """How a deal ended: ``won`` or ``lost`` on ``closed_at`` (final ``amount`` if known)."""
@@ -309,23 +317,36 @@ class Store:
                 "Use sqlite:///FILE or postgresql+psycopg://… (pip install 'pipecast[postgres]')."
             ) from None
         self.dialect = parsed.get_backend_name()
+        #: SQLite connections that wait at most :data:`NO_WAIT_SECONDS` for another writer
+        #: (``wait=False`` writes: on the event loop, where a wait would hold every request)
+        self._brief_engine: Engine | None = None
         if self._sqlite is not None:
             sa.event.listen(self.engine, "connect", _sqlite_write_ahead_log)
+            self._brief_engine = sa.create_engine(
+                parsed, pool_pre_ping=True, connect_args={"timeout": NO_WAIT_SECONDS}
+            )
+            sa.event.listen(self._brief_engine, "connect", _sqlite_write_ahead_log)
         self._ready = False
 
     # --- connections ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _connect(self, *, write: bool) -> Iterator[Connection]:
-        """A connection in a transaction (committed when ``write``); store failures → 503."""
+    def _connect(self, *, write: bool, wait: bool = True) -> Iterator[Connection]:
+        """A connection in a transaction (committed when ``write``); store failures → 503.
+
+        ``wait=False`` (SQLite): another process's write is waited for only briefly, then
+        :class:`StoreBusy` is raised and the transaction is rolled back."""
         if self._sqlite is not None and self._create_parent:
             self._sqlite.parent.mkdir(parents=True, exist_ok=True)
+        engine = self.engine if wait or self._brief_engine is None else self._brief_engine
         try:
-            with self.engine.connect() as conn:
+            with engine.connect() as conn:
                 yield conn
                 if write:
                     conn.commit()
         except (OperationalError, InterfaceError) as exc:
+            if engine is self._brief_engine and "locked" in str(exc.orig):
+                raise StoreBusy(self._why(exc)) from exc
             raise StoreUnavailable(self._why(exc)) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
@@ -351,6 +372,8 @@ class Store:
     def dispose(self) -> None:
         """Close the pooled connections."""
         self.engine.dispose()
+        if self._brief_engine is not None:
+            self._brief_engine.dispose()
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -444,17 +467,21 @@ class Store:
 
     # --- predictions ----------------------------------------------------------------------
 
-    def save_scores(self, batch: Batch, rows: Sequence[dict[str, Any]]) -> int:
+    def save_scores(
+        self, batch: Batch, rows: Sequence[dict[str, Any]], *, wait: bool = True
+    ) -> int:
         """Store one scoring request and its rows (deal or lead scores); return the batch id.
 
         ``batch.kind`` decides the table: ``opportunities`` → deal scores, ``leads`` → lead
-        scores. The batch and its rows are written in one transaction.
+        scores. The batch and its rows are written in one transaction. ``wait=False``: on
+        SQLite, when another process is writing, :class:`StoreBusy` at once (within
+        :data:`NO_WAIT_SECONDS`) instead of waiting for it; nothing is written then.
         """
         prepared = _SCORE_INSERTS.get(batch.kind)
         if prepared is None:
             raise ValueError(f"batch kind {batch.kind!r}: expected opportunities or leads")
         insert, names = prepared
-        with self._connect(write=True) as conn:
+        with self._connect(write=True, wait=wait) as conn:
             batch_id = self._insert_batch(conn, batch, len(rows))
             # every row carries every column: an executemany binds the same parameters per row
             clean = [

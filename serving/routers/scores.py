@@ -19,6 +19,7 @@ from serving.schemas import (
     ScoreOpportunitiesIn,
     ScoreOpportunitiesOut,
 )
+from serving.store import StoreBusy
 
 router = APIRouter(tags=["scores"])
 
@@ -54,7 +55,7 @@ async def score_leads(
 ) -> Response:
     """A lead list ranked by SQO likelihood, best first."""
 
-    def answer(history: Export | None = None) -> Response:
+    def answer(history: Export | None = None, *, wait: bool = True) -> Response:
         result = service.score_lead_list(
             settings,
             champions.get("sqo_likelihood"),
@@ -64,6 +65,7 @@ async def score_leads(
             as_of=body.as_of.isoformat() if body.as_of else None,
             request_id=request_id,
             history=history,
+            wait=wait,
         )
         # validated once and written as JSON here: a model handed back to FastAPI is
         # validated again (the schema is still ScoreLeadsOut's)
@@ -78,8 +80,14 @@ async def score_leads(
         # switches, each of which waits for the scheduler on a busy machine; the GIL lets no
         # two of them run at once anyway). Not when the export must be read first (seconds)
         # or the store is across a network: those wait in a worker thread, the loop free.
-        # The export just checked is the one scored with (the folder is scanned once).
-        return answer(ready)
+        # The export just checked is the one scored with (the folder is scanned once). If
+        # another process is writing to the SQLite store (a big list being stored), its lock
+        # is not waited for here, where it would hold every request of this worker, /health
+        # too: nothing was stored, and the request is done again in a worker thread, waiting.
+        try:
+            return answer(ready, wait=False)
+        except StoreBusy:
+            pass
     return await run_in_threadpool(answer)
 
 
