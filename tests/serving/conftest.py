@@ -50,6 +50,16 @@ class Registry:
     run_id: str
 
 
+def posted_leads(data_dir: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` leads of the export in ``data_dir`` as ``POST /score/leads`` takes them
+    (a few of their columns, as a BDR tool would post them)."""
+    leads = pd.read_csv(data_dir / "leads.csv", dtype=str).head(n)
+    return [
+        {k: v for k, v in row.items() if k in ("lead_id", "account_id", "source", "title")}
+        for row in leads.to_dict(orient="records")
+    ]
+
+
 def settings_for(uri: str, tmp: Path, **overrides: object) -> Settings:
     """Settings on the given registry, with data and local state in ``tmp``."""
     values: dict[str, object] = {

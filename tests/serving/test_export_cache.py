@@ -14,7 +14,7 @@ from features.errors import InputError
 from serving import service
 from serving.app import create_app
 from serving.service import current_export, export_is_current, server_export
-from tests.serving.conftest import ScoringSetup, settings_for
+from tests.serving.conftest import ScoringSetup, posted_leads, settings_for
 
 
 def test_the_export_is_read_again_only_when_a_file_changes(
@@ -114,11 +114,7 @@ def test_a_few_posted_leads_scan_the_export_folder_once(
 ) -> None:
     """The request checks the folder once and scores with the export it found current."""
     settings = settings_for(scoring_setup.registry_uri, tmp_path, data_dir=scoring_setup.data_dir)
-    leads = pd.read_csv(scoring_setup.data_dir / "leads.csv", dtype=str).head(2)
-    records = [
-        {k: v for k, v in row.items() if k in ("lead_id", "account_id", "source", "title")}
-        for row in leads.to_dict(orient="records")
-    ]
+    records = posted_leads(scoring_setup.data_dir, 2)
     scans: list[Path] = []
     real = service._folder_signature
 

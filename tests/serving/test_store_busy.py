@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.store import Batch, Store, StoreBusy, lead_scores, utcnow
-from tests.serving.conftest import ScoringSetup, settings_for
+from tests.serving.conftest import ScoringSetup, posted_leads, settings_for
 
 
 def _batch() -> Batch:
@@ -72,11 +71,7 @@ def test_while_another_process_writes_the_worker_answers_health_and_the_leads_ar
     scoring_setup: ScoringSetup, tmp_path: Path
 ) -> None:
     settings = settings_for(scoring_setup.registry_uri, tmp_path, data_dir=scoring_setup.data_dir)
-    leads = pd.read_csv(scoring_setup.data_dir / "leads.csv", dtype=str).head(3)
-    records = [
-        {k: v for k, v in row.items() if k in ("lead_id", "account_id", "source", "title")}
-        for row in leads.to_dict(orient="records")
-    ]
+    records = posted_leads(scoring_setup.data_dir, 3)
     body = {"leads": records, "as_of": scoring_setup.as_of}
     with TestClient(create_app(settings)) as client:
         first = client.post("/score/leads", json=body)  # reads the export: later ones need not
