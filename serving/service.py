@@ -786,12 +786,6 @@ def current_export(settings: Settings) -> Export | None:
     return _EXPORTS.current(folder)
 
 
-def export_is_current(settings: Settings) -> bool:
-    """Whether a request would find the server's export read already (or there is none to
-    read): then scoring a lead reads no file and takes milliseconds."""
-    return current_export(settings) is not None
-
-
 def _history_export(settings: Settings) -> Export:
     if settings.data_dir.is_dir():
         try:

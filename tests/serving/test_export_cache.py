@@ -13,7 +13,7 @@ from features import synthetic
 from features.errors import InputError
 from serving import service
 from serving.app import create_app
-from serving.service import current_export, export_is_current, server_export
+from serving.service import current_export, server_export
 from tests.serving.conftest import ScoringSetup, posted_leads, settings_for
 
 
@@ -77,26 +77,11 @@ def test_a_rewrite_of_the_same_size_a_new_file_or_a_removed_one_is_seen(
     assert server_export(settings).activities is None
 
 
-def test_a_request_knows_whether_the_export_is_read_already(
+def test_a_request_finds_the_export_read_already_or_none(
     small_simulation: synthetic.Simulation, tmp_path: Path
 ) -> None:
-    """One lead is scored on the event loop only when no file must be read first."""
-    settings = settings_for("sqlite:///unused.db", tmp_path)
-    synthetic.write_simulation(small_simulation, settings.data_dir)
-    assert not export_is_current(settings)
-    server_export(settings)
-    assert export_is_current(settings)
-    (settings.data_dir / "activities.csv").unlink()
-    assert not export_is_current(settings)
-    server_export(settings)
-    assert export_is_current(settings)
-    # no export at all: nothing to read
-    assert export_is_current(settings_for("sqlite:///unused.db", tmp_path / "elsewhere"))
-
-
-def test_the_current_export_is_the_one_read_and_none_once_a_file_changed(
-    small_simulation: synthetic.Simulation, tmp_path: Path
-) -> None:
+    """One lead is scored on the event loop only when no file must be read first, and with the
+    very export found current."""
     settings = settings_for("sqlite:///unused.db", tmp_path)
     synthetic.write_simulation(small_simulation, settings.data_dir)
     assert current_export(settings) is None  # not read yet
@@ -104,6 +89,8 @@ def test_the_current_export_is_the_one_read_and_none_once_a_file_changed(
     assert current_export(settings) is read
     (settings.data_dir / "activities.csv").unlink()
     assert current_export(settings) is None
+    again = server_export(settings)
+    assert current_export(settings) is again
     # no export folder at all: an empty history, nothing to read
     empty = current_export(settings_for("sqlite:///unused.db", tmp_path / "elsewhere"))
     assert empty is not None and not empty.tables()
